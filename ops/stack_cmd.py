@@ -1,0 +1,96 @@
+"""``f2 stack ...``: manage the local stack (see ``ops.stack``)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from ops.packages import MissingPackages
+from ops.services import ServiceError
+from ops.stack import SERVICE_ORDER, Stack
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    stack = subparsers.add_parser("stack", help="the local stack of services")
+    actions = stack.add_subparsers(dest="action", required=True)
+
+    up = actions.add_parser("up", help="start every service (idempotent), migrate, create topics")
+    up.add_argument("--flows", action="store_true", help="also start the dataflows, supervised")
+    up.set_defaults(func=cmd_up)
+
+    down = actions.add_parser("down", help="stop what `up` started")
+    down.add_argument("--purge", action="store_true", help="also delete all stack data")
+    down.set_defaults(func=cmd_down)
+
+    actions.add_parser("status", help="state, port, pid and log of each service").set_defaults(
+        func=cmd_status
+    )
+    actions.add_parser("env", help="export lines for every program of the project").set_defaults(
+        func=cmd_env
+    )
+
+    logs = actions.add_parser("logs", help="show (or follow) a service's log")
+    logs.add_argument("service", nargs="?", help="one service; all when omitted")
+    logs.add_argument("-n", "--lines", type=int, default=40)
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.set_defaults(func=cmd_logs)
+
+    for verb, func in (("start", cmd_start), ("stop", cmd_stop)):
+        parser = actions.add_parser(verb, help=f"{verb} one service")
+        parser.add_argument("service", choices=SERVICE_ORDER)
+        parser.set_defaults(func=func)
+
+
+def _guarded(action) -> int:
+    try:
+        action()
+    except (ServiceError, MissingPackages) as exc:
+        print(f"f2 stack: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    if args.flows:
+        print("f2 stack: the dataflows are not part of this version yet", file=sys.stderr)
+        return 2
+    stack = Stack()
+    code = _guarded(stack.up)
+    if code == 0:
+        print(f'stack ready in {stack.root}; settings: eval "$(f2 stack env)"', file=sys.stderr)
+    return code
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    return _guarded(lambda: Stack().down(purge=args.purge))
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    return _guarded(lambda: Stack().start(args.service))
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    return _guarded(lambda: Stack().stop(args.service))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    rows = Stack().status_rows()
+    print(f"{'SERVICE':<10} {'STATE':<24} {'PORT':>6} {'PID':>8}  LOG")
+    for row in rows:
+        pid = "-" if row["pid"] is None else str(row["pid"])
+        print(f"{row['service']:<10} {row['state']:<24} {row['port']:>6} {pid:>8}  {row['log']}")
+    return 0 if all(row["state"] == "ready" for row in rows) else 3
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    print("\n".join(Stack().env_lines()))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    stack = Stack()
+    names = [args.service] if args.service else list(SERVICE_ORDER)
+    files = [str(stack.service(name).log_file) for name in names]
+    argv = ["tail", f"-n{args.lines}", *(["-F"] if args.follow else []), *files]
+    return subprocess.call(argv)
