@@ -21,6 +21,7 @@ from ops import packages
 from ops.migrate import migrate
 from ops.services import SERVICE_CLASSES, Service, ServiceError
 from schemas.settings import (
+    DEFAULT_PORTS,
     PARAMS_DB,
     TIMESERIES_DB,
     StackInfo,
@@ -37,12 +38,21 @@ def _log(message: str) -> None:
 
 
 def load_or_create_info(root: Path) -> StackInfo:
-    """The stack's ports and credentials; generated (random secrets) on the first ``up``."""
+    """The stack's ports and credentials; generated (random secrets) on the first ``up``.
+
+    Ports are the defaults plus ``F2_STACK_PORT_OFFSET`` (so a second, isolated stack can run
+    beside the first, e.g. for fault tests or a CI check in another checkout).
+    """
     path = root / "stack.json"
     if path.exists():
         return msgspec.json.decode(path.read_bytes(), type=StackInfo)
     root.mkdir(parents=True, exist_ok=True)
+    offset = int(os.environ.get("F2_STACK_PORT_OFFSET", "0"))
     info = StackInfo(
+        postgres_port=DEFAULT_PORTS["postgres"] + offset,
+        mosquitto_port=DEFAULT_PORTS["mosquitto"] + offset,
+        kafka_port=DEFAULT_PORTS["kafka"] + offset,
+        redis_port=DEFAULT_PORTS["redis"] + offset,
         db_password=secrets.token_urlsafe(18),
         pipeline_mqtt_password=secrets.token_urlsafe(18),
         sim_mqtt_password=secrets.token_urlsafe(18),
