@@ -1,0 +1,98 @@
+# Operator targets. Every target works against the local stack (`f2 stack`), installing what is
+# missing first. A target whose piece does not exist yet says so and exits non-zero.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+F2 := $(VENV)/bin/f2
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WITH_ENV = eval "$$($(F2) stack env)" &&
+
+.PHONY: install demo test lint full-setup secure-setup status health logs logs-connector \
+        logs-processor logs-sink db-params db-timescale kafka-topics kafka-raw kafka-decoded \
+        kafka-dlq mqtt-monitor mqtt-test security-check performance benchmarks backup clean \
+        restart-secure stack-up stack-down timescale-check deploy-check
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+stack-up: install
+	$(F2) stack up
+
+stack-down: install
+	$(F2) stack down
+
+## The pipeline's main job on the local stack, with its result.
+demo: stack-up
+	$(F2) demo
+
+## The whole test suite (brings up the stack it needs).
+test: install lint
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+full-setup: stack-up
+	$(F2) stack up --flows
+
+status: install
+	$(F2) stack status
+
+logs: install
+	$(F2) stack logs --follow
+
+logs-connector: install
+	$(F2) stack logs --follow ingest
+
+logs-processor logs-sink: install
+	$(F2) stack logs --follow decode
+
+db-params: install
+	@$(WITH_ENV) psql "$$F2_PARAMS_DSN"
+
+db-timescale: install
+	@$(WITH_ENV) psql "$$F2_TIMESERIES_DSN"
+
+kafka-topics: install
+	$(F2) kafka topics
+
+kafka-raw: install
+	$(F2) kafka tail raw_iot_data --follow
+
+kafka-decoded: install
+	$(F2) kafka tail decoded_iot_data --follow
+
+kafka-dlq: install
+	$(F2) kafka tail dlq_iot_data --follow
+
+mqtt-monitor: install
+	@$(WITH_ENV) mosquitto_sub -V mqttv5 -h "$$F2_MQTT_HOST" -p "$$F2_MQTT_PORT" \
+	  -u "$$F2_MQTT_USERNAME" -P "$$F2_MQTT_PASSWORD" -v -t 'stat/#' -t 'tele/#'
+
+mqtt-test: stack-up
+	$(F2) demo --round-trip-only
+
+benchmarks: install
+	$(PY) -m bench
+
+performance: install
+	$(F2) performance
+
+health: install
+	$(F2) health
+
+secure-setup restart-secure security-check backup timescale-check deploy-check:
+	@echo "make $@: not available yet: its issue (security / TimescaleDB / deploy) is still open" >&2
+	@exit 2
+
+## Stop the stack and delete its data, the virtualenv and build outputs.
+clean:
+	-test -x $(F2) && $(F2) stack down --purge
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis bench/results
