@@ -101,6 +101,17 @@ def wait_until(check: Callable[[], bool], timeout_s: float, interval_s: float = 
         time.sleep(interval_s)
 
 
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process in MiB (None if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (FileNotFoundError, ValueError):
+        return None
+    return None
+
+
 def tail(path: Path, lines: int = 20) -> str:
     """The last ``lines`` lines of a text file ('' if it does not exist)."""
     try:

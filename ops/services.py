@@ -398,7 +398,7 @@ class Kafka(Service):
 
 
 class Redis(Service):
-    """Redis as the registry cache: password, loopback, bounded memory (LRU), no disk persistence."""
+    """Redis as the registry cache: password, loopback, bounded memory (LRU), no persistence."""
 
     name = "redis"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from ops import packages
+from ops import packages, procs
 from ops.migrate import migrate
 from ops.services import SERVICE_CLASSES, Service, ServiceError
 from schemas.settings import (
@@ -71,6 +71,14 @@ def topic_partitions() -> int:
     return int(os.environ.get("F2_KAFKA_PARTITIONS", str(DEFAULT_PARTITIONS)))
 
 
+def topic_config() -> dict[str, str]:
+    """Retention of the pipeline's topics (Apache Kafka honours it; Tansu ignores it)."""
+    return {
+        "retention.ms": os.environ.get("F2_KAFKA_RETENTION_MS", str(7 * 24 * 3600 * 1000)),
+        "retention.bytes": os.environ.get("F2_KAFKA_RETENTION_BYTES", str(256 * 1024 * 1024)),
+    }
+
+
 def create_topics(bootstrap: str, topics: list[str], partitions: int) -> list[str]:
     """Create the pipeline's topics where missing; return the names created."""
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -78,7 +86,7 @@ def create_topics(bootstrap: str, topics: list[str], partitions: int) -> list[st
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=10).topics)
     wanted = [
-        NewTopic(name, num_partitions=partitions, replication_factor=1)
+        NewTopic(name, num_partitions=partitions, replication_factor=1, config=topic_config())
         for name in topics
         if name not in existing
     ]
@@ -176,6 +184,7 @@ class Stack:
                     "state": state,
                     "port": service.port,
                     "pid": pid,
+                    "rss_mb": procs.rss_mb(pid) if pid else None,
                     "log": str(service.log_file),
                 }
             )

@@ -76,10 +76,12 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     rows = Stack().status_rows()
-    print(f"{'SERVICE':<10} {'STATE':<24} {'PORT':>6} {'PID':>8}  LOG")
+    print(f"{'SERVICE':<10} {'STATE':<24} {'PORT':>6} {'PID':>8} {'RSS MB':>7}  LOG")
     for row in rows:
         pid = "-" if row["pid"] is None else str(row["pid"])
-        print(f"{row['service']:<10} {row['state']:<24} {row['port']:>6} {pid:>8}  {row['log']}")
+        rss = "-" if row["rss_mb"] is None else f"{row['rss_mb']:.0f}"
+        name, state, port = row["service"], row["state"], row["port"]
+        print(f"{name:<10} {state:<24} {port:>6} {pid:>8} {rss:>7}  {row['log']}")
     return 0 if all(row["state"] == "ready" for row in rows) else 3
 
 

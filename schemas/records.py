@@ -1,6 +1,6 @@
 """Records that cross a stage or process boundary, as msgspec Structs.
 
-- ``RawMessage``: one MQTT message as the ingest flow received it (and as ``raw_iot_data`` holds it).
+- ``RawMessage``: one MQTT message as ingest received it (and as ``raw_iot_data`` holds it).
 - ``ControllerEntry`` and its parts: the registry's view of one controller, as the decoder needs it.
 - ``Reading`` / ``Event`` / ``DecodeError``: what decoding one message yields.
 
@@ -77,7 +77,7 @@ class ControllerEntry(msgspec.Struct, frozen=True):
         return self.sensors.get(f"{connector}:{pin}")
 
 
-class Reading(msgspec.Struct, frozen=True):
+class Reading(msgspec.Struct, frozen=True, gc=False):
     """One decoded data point value of one sensor frame."""
 
     mac: str
@@ -92,8 +92,8 @@ class Reading(msgspec.Struct, frozen=True):
     registry_version: int = 0
 
 
-class Event(msgspec.Struct, frozen=True):
-    """One field of a non-sensor component's message (door, strike, button, motion, siren, reader)."""
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """One field of a non-sensor component's message (door, strike, button, motion, siren…)."""
 
     mac: str
     connector: str
@@ -105,8 +105,8 @@ class Event(msgspec.Struct, frozen=True):
     registry_version: int = 0
 
 
-class DecodeError(msgspec.Struct, frozen=True):
-    """A message-level error (``label`` None) or a data-point error (``label`` set); SPEC §8 codes."""
+class DecodeError(msgspec.Struct, frozen=True, gc=False):
+    """A message-level error (``label`` None) or a data-point error (``label`` set); SPEC §8."""
 
     reason: str
     detail: str

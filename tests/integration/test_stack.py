@@ -37,7 +37,8 @@ def test_env_exports_every_variable(stack: Settings) -> None:
     }
     assert {
         "F2_MQTT_HOST", "F2_MQTT_PORT", "F2_MQTT_USERNAME", "F2_MQTT_PASSWORD", "F2_SIM_USERNAME",
-        "F2_SIM_PASSWORD", "F2_KAFKA_BOOTSTRAP", "F2_PARAMS_DSN", "F2_TIMESERIES_DSN", "F2_REDIS_URL",
+        "F2_SIM_PASSWORD", "F2_KAFKA_BOOTSTRAP", "F2_PARAMS_DSN", "F2_TIMESERIES_DSN",
+        "F2_REDIS_URL",
     } <= names  # fmt: skip
 
 
