@@ -1,0 +1,227 @@
+"""The one decoding entry point (SPEC §2-4): a raw device message to readings, events and errors.
+
+Both dataflows, the simulator's self-checks and ``f2 decode`` call :func:`decode_message`. It never
+raises: every problem is a :class:`~schemas.records.DecodeError` value with a SPEC §8 reason, and
+an unexpected exception (a bug) is turned into a ``bad_payload`` error naming it.
+
+Order of checks: topic (``bad_topic``; ``cmnd`` and ``/success`` topics are not telemetry), the
+controller's registry entry (``unknown_device``; its ``TimeZone``, ``bad_registry``), for a sensor
+its pin (``unknown_device``) and template (``bad_registry``), then the payload (``bad_json``,
+``bad_payload``), its timestamp (``bad_timestamp``) and its content. Errors about one data point or
+one event field carry its label (the field name); the message's other readings or events are
+still produced.
+
+Everything that depends only on the topic and the registry entry (parsed topic, zone, sensor,
+compiled template) is a :class:`Route`, cached per topic and checked against the entry object, so
+a registry change (a new entry object) takes effect on the next message.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, tzinfo
+from typing import Any
+
+import msgspec
+
+from schemas.frames import (
+    TemplatePlan,
+    decode_point,
+    modbus_data_section,
+    modbus_frame_ok,
+    parse_hex,
+    plan_for,
+)
+from schemas.payloads import decode_object, decode_sensor_payload, event_fields
+from schemas.reasons import BAD_PAYLOAD, BAD_REGISTRY, BAD_TOPIC, UNKNOWN_DEVICE
+from schemas.records import (
+    ControllerEntry,
+    Decoded,
+    DecodeError,
+    Event,
+    RawMessage,
+    Reading,
+    SensorEntry,
+)
+from schemas.timestamps import parse_timestamp, zone_for
+from schemas.topics import TopicInfo, parse_topic
+
+TELEMETRY_TYPES = ("stat", "tele")
+ROUTE_CACHE_SIZE = 65536
+
+
+class Route(msgspec.Struct, frozen=True):
+    """What decoding a topic's messages needs from the topic and the registry entry."""
+
+    info: TopicInfo
+    entry: ControllerEntry
+    zone: tzinfo
+    sensor: SensorEntry | None = None
+    plan: TemplatePlan | None = None
+
+
+_ROUTES: dict[str, tuple[ControllerEntry | None, Route | DecodeError]] = {}
+
+
+def decode_message(
+    raw: RawMessage, entry: ControllerEntry | None, now: datetime | None = None
+) -> list[Decoded]:
+    """Decode one device message with its controller's registry entry (None if unregistered).
+
+    ``now`` (default: the current time) is the clock the timestamp's future bound is checked
+    against.
+    """
+    try:
+        cached = _ROUTES.get(raw.topic)
+        if cached is not None and cached[0] is entry:
+            route = cached[1]
+        else:
+            route = route_for(raw.topic, entry)
+        if type(route) is DecodeError:
+            return [route]
+        if route.plan is not None:
+            return _decode_sensor(raw.payload, route, now)
+        return _decode_event(raw.payload, route, now)
+    except Exception as exc:  # a bug must not stop the pipeline: report it as a value
+        return [DecodeError(BAD_PAYLOAD, f"unexpected {type(exc).__name__}: {exc}"[:300])]
+
+
+def route_for(topic: str, entry: ControllerEntry | None) -> Route | DecodeError:
+    """The (cached) route of ``topic`` with ``entry``, or the error every such message gets."""
+    route = _make_route(topic, entry)
+    if len(_ROUTES) >= ROUTE_CACHE_SIZE:
+        _ROUTES.clear()
+    _ROUTES[topic] = (entry, route)
+    return route
+
+
+def _make_route(topic: str, entry: ControllerEntry | None) -> Route | DecodeError:
+    info = parse_topic(topic)
+    if type(info) is not TopicInfo:
+        return info
+    if info.type not in TELEMETRY_TYPES or info.success:
+        return DecodeError(BAD_TOPIC, f"{topic!r} is a command topic, not telemetry")
+    if entry is None:
+        return DecodeError(UNKNOWN_DEVICE, f"controller {info.mac} is not in the registry")
+    zone = zone_for(entry.timezone)
+    if zone is None:
+        return DecodeError(BAD_REGISTRY, f"TimeZone {entry.timezone!r} is not an IANA zone name")
+    if info.kind != "sensor":
+        return Route(info, entry, zone)
+    sensor = entry.sensor_at(info.connector_number, info.index)
+    if sensor is None:
+        detail = f"no sensor on {info.mac} {info.connector} pin {info.index}"
+        return DecodeError(UNKNOWN_DEVICE, detail)
+    plan = plan_for(sensor)
+    if type(plan) is DecodeError:
+        return plan
+    return Route(info, entry, zone, sensor, plan)
+
+
+def _decode_sensor(payload: bytes, route: Route, now: datetime | None) -> list[Decoded]:
+    """Readings of one sensor frame (plus per-data-point errors), or one message-level error."""
+    body = decode_sensor_payload(payload)
+    if type(body) is DecodeError:
+        return [body]
+    time = parse_timestamp(body.timestamp, route.zone, now)
+    if type(time) is DecodeError:
+        return [time]
+    if type(body.data) is not str:
+        return [DecodeError(BAD_PAYLOAD, f"sensor data is not a hex string: {body.data!r}"[:200])]
+    frame = parse_hex(body.data)
+    if type(frame) is DecodeError:
+        return [frame]
+    plan = route.plan
+    start, end = 0, len(frame)
+    if plan.modbus:
+        if not modbus_frame_ok(frame):
+            return [modbus_data_section(frame)]  # the first failing check, in SPEC order
+        start, end = 3, end - 2
+    info, sensor_id, version = route.info, route.sensor.sensor_id, route.entry.version
+    mac, connector, pin = info.mac, info.connector, info.index
+    if plan.unpack_all is not None and end - start >= plan.span:
+        raws = plan.unpack_all(frame, start)
+        if not plan.floats or all(map(math.isfinite, raws)):
+            return [
+                Reading(
+                    mac, connector, pin, label, raw / divisor, unit, time, sensor_id, dp_id, version
+                )
+                for (label, unit, dp_id, divisor), raw in zip(plan.meta, raws, strict=True)
+            ]
+    out: list[Decoded] = []
+    for point in plan.points:
+        value = point if type(point) is DecodeError else decode_point(frame, start, end, point)
+        if type(value) is DecodeError:
+            out.append(value)
+        else:
+            out.append(
+                Reading(
+                    mac,
+                    connector,
+                    pin,
+                    point.label,
+                    value,
+                    point.unit,
+                    time,
+                    sensor_id,
+                    point.datapoint_id,
+                    version,
+                )
+            )
+    return out
+
+
+def _decode_event(payload: bytes, route: Route, now: datetime | None) -> list[Decoded]:
+    """One event per field of a non-sensor message (plus per-field errors), or one error."""
+    body = decode_object(payload)
+    if type(body) is DecodeError:
+        return [body]
+    time = parse_timestamp(body.get("timestamp"), route.zone, now)
+    if type(time) is DecodeError:
+        return [time]
+    info = route.info
+    pairs = event_fields(info.kind, body)
+    if type(pairs) is DecodeError:
+        return [pairs]
+    mac, connector, component = info.mac, info.connector, info.component
+    controller_id, version = route.entry.controller_id, route.entry.version
+    return [
+        value
+        if type(value) is DecodeError
+        else Event(mac, connector, component, name, value, time, controller_id, version)
+        for name, value in pairs
+    ]
+
+
+def output_record(item: Decoded) -> dict[str, Any]:
+    """The ``f2 decode`` JSON shape of one result (``time`` as ISO 8601 UTC with ``Z``)."""
+    if type(item) is Reading:
+        return {
+            "kind": "reading",
+            "mac": item.mac,
+            "connector": item.connector,
+            "pin": item.pin,
+            "label": item.label,
+            "value": item.value,
+            "unit": item.unit,
+            "time": iso_utc(item.time),
+        }
+    if type(item) is Event:
+        return {
+            "kind": "event",
+            "mac": item.mac,
+            "connector": item.connector,
+            "component": item.component,
+            "field": item.field,
+            "value": item.value,
+            "time": iso_utc(item.time),
+        }
+    record: dict[str, Any] = {"kind": "error", "reason": item.reason, "detail": item.detail}
+    if item.label is not None:
+        record["label"] = item.label
+    return record
+
+
+def iso_utc(moment: datetime) -> str:
+    """A UTC datetime as ISO 8601 with microseconds and a ``Z`` suffix."""
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")

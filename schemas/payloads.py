@@ -1,0 +1,306 @@
+"""Payload parsing per component (SPEC §3): JSON bodies to timestamps, frames and event fields.
+
+Bodies are decoded with prebuilt msgspec decoders and bounded in size (:data:`MAX_PAYLOAD_BYTES`);
+deep nesting and invalid JSON come back as errors, never exceptions. Event fields are normalised:
+aliases (``state``, ``door_1``/``door_2``) to their canonical names, booleans also from 0/1 and
+words, numbers written with a unit to floats, the reader's bytes-literal text to text or hex.
+Field-level problems are ``bad_payload`` errors naming the field; the message's other fields
+still become events.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from schemas.reasons import BAD_JSON, BAD_PAYLOAD
+from schemas.records import DecodeError
+
+MAX_PAYLOAD_BYTES = 65536
+MAX_TEXT_CHARS = 1023
+EventValue = bool | float | str
+
+
+class SensorPayload(msgspec.Struct):
+    """A sensor message: ``timestamp`` and ``data`` (the frame as hex); other fields are ignored.
+
+    The timestamp is parsed by msgspec when it is RFC 3339 text (naive or not) or a number.
+    """
+
+    timestamp: datetime | int | float | None = None
+    data: str | None = None
+
+
+class LooseSensorPayload(msgspec.Struct):
+    """A sensor message whose fields have unexpected types (checked field by field later)."""
+
+    timestamp: Any = None
+    data: Any = None
+
+
+_SENSOR_DECODER = msgspec.json.Decoder(SensorPayload)
+_LOOSE_SENSOR_DECODER = msgspec.json.Decoder(LooseSensorPayload)
+_OBJECT_DECODER = msgspec.json.Decoder(dict[str, Any])
+
+_TRUE_WORDS = ("true", "1", "on", "active", "unlocked", "open", "pressed")
+_FALSE_WORDS = ("false", "0", "off", "inactive", "locked", "closed", "released")
+BOOLEAN_WORDS: dict[str, bool] = {
+    **dict.fromkeys(_TRUE_WORDS, True),
+    **dict.fromkeys(_FALSE_WORDS, False),
+}
+# component kind -> (canonical boolean fields, alias -> canonical)
+BOOLEAN_FIELDS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "strike": (("status",), {"state": "status"}),
+    "siren": (("status",), {"state": "status"}),
+    "motion-sensor": (("status",), {"state": "status"}),
+    "door-sensors": (
+        ("door-sensor-1", "door-sensor-2"),
+        {"door_1": "door-sensor-1", "door_2": "door-sensor-2"},
+    ),
+    "exit-buttons": (("exit-button-1", "exit-button-2"), {}),
+    "reader": ((), {}),
+}
+READER_FIELD = "data"
+_NUMBER_WITH_UNIT = re.compile(
+    r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?:[^\d\s.+\-][^\d]{0,15})?\s*"
+)
+
+
+def _decode_error(exc: Exception) -> DecodeError:
+    """The error for a body msgspec refused: not JSON, or JSON of the wrong shape or depth."""
+    if isinstance(exc, RecursionError):
+        return DecodeError(BAD_PAYLOAD, "payload is nested too deeply")
+    if isinstance(exc, msgspec.ValidationError):
+        return DecodeError(BAD_PAYLOAD, f"payload is not a usable JSON object: {exc}")
+    return DecodeError(BAD_JSON, f"payload is not JSON: {exc}"[:200])
+
+
+def _too_large(payload: bytes) -> DecodeError:
+    """The error for a body over the size bound."""
+    return DecodeError(BAD_PAYLOAD, f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+
+
+def decode_sensor_payload(payload: bytes) -> SensorPayload | LooseSensorPayload | DecodeError:
+    """A sensor message body, or ``bad_json``/``bad_payload``.
+
+    Typed decoding first; a body with an odd timestamp or data type is decoded again loosely,
+    so the caller can name the problem (``bad_timestamp`` or ``bad_payload``).
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return _too_large(payload)
+    try:
+        return _SENSOR_DECODER.decode(payload)
+    except msgspec.ValidationError:
+        pass
+    except (msgspec.DecodeError, RecursionError) as exc:
+        return _decode_error(exc)
+    try:
+        return _LOOSE_SENSOR_DECODER.decode(payload)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        return _decode_error(exc)
+
+
+def decode_object(payload: bytes) -> dict[str, Any] | DecodeError:
+    """An event message body as a JSON object, or ``bad_json``/``bad_payload``."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return _too_large(payload)
+    try:
+        return _OBJECT_DECODER.decode(payload)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        return _decode_error(exc)
+
+
+def event_fields(
+    kind: str, body: dict[str, Any]
+) -> list[tuple[str, EventValue | DecodeError]] | DecodeError:
+    """The normalised ``(field, value)`` pairs of an event body, in body order.
+
+    A field whose value cannot be read has a ``bad_payload`` error (labelled with the field) as
+    its value. A body without any of the component's own fields is a message-level
+    ``bad_payload``. Where a field and its alias both appear, the canonical spelling wins.
+    """
+    specs = _FIELD_SPECS[kind]
+    pairs: list[tuple[str, EventValue | DecodeError]] = []
+    own_field = False
+    for name, value in body.items():
+        spec = specs.get(name, _EXTRA_FIELD)
+        if spec is None:
+            continue
+        canonical, reader, is_alias = spec
+        if canonical is None:
+            canonical = name
+        elif is_alias and canonical in body:
+            continue
+        else:
+            own_field = True
+        result = reader(value)
+        if type(result) is DecodeError:
+            result = DecodeError(result.reason, result.detail, canonical)
+        pairs.append((canonical, result))
+    if not own_field:
+        names = ", ".join(BOOLEAN_FIELDS[kind][0] or (READER_FIELD,))
+        return DecodeError(BAD_PAYLOAD, f"{kind} payload has none of the fields {names}")
+    return pairs
+
+
+def read_boolean(value: object) -> bool | DecodeError:
+    """A boolean from ``true``/``false``, 0/1, or a word (``on``, ``unlocked``, ``open``…)."""
+    if value is True or value is False:
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return value == 1
+    if isinstance(value, str):
+        word = BOOLEAN_WORDS.get(value.strip().lower())
+        if word is not None:
+            return word
+    return DecodeError(BAD_PAYLOAD, f"not a boolean: {value!r}"[:200])
+
+
+def read_number(text: str) -> float | None:
+    """The number in ``text``, optionally followed by a unit (``"27.93 °C"`` → 27.93), or None."""
+    if len(text) > 64:
+        return None
+    match = _NUMBER_WITH_UNIT.fullmatch(text)
+    if match is None:
+        return None
+    number = float(match.group(1))
+    return number if abs(number) != float("inf") else None
+
+
+def read_scalar(value: object) -> EventValue | DecodeError:
+    """An extra field's value: boolean, number (also from text with a unit) or short text."""
+    if value is True or value is False:
+        return value
+    if isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:
+            return DecodeError(BAD_PAYLOAD, "number too large for a double")
+        if number - number != 0:
+            return DecodeError(BAD_PAYLOAD, f"not a finite number: {value!r}")
+        return number
+    if isinstance(value, str):
+        number = read_number(value)
+        if number is not None:
+            return number
+        if len(value) > MAX_TEXT_CHARS:
+            return DecodeError(BAD_PAYLOAD, f"text of {len(value)} chars exceeds {MAX_TEXT_CHARS}")
+        return value
+    return DecodeError(BAD_PAYLOAD, f"not a scalar value: {type(value).__name__}")
+
+
+def reader_text(value: object) -> str | DecodeError:
+    """A reader's ``data``: bytes as text if printable ASCII, else lowercase hex."""
+    if not isinstance(value, str):
+        return DecodeError(BAD_PAYLOAD, f"reader data is not text: {type(value).__name__}")
+    data = parse_bytes_literal(value)
+    if data is None:
+        return DecodeError(BAD_PAYLOAD, f"reader data is not a bytes literal: {value[:80]!r}")
+    text = data.decode("ascii") if data.isascii() else ""
+    return text if text.isprintable() and len(text) == len(data) else data.hex()
+
+
+_SIMPLE_ESCAPES = {
+    "\\": 0x5C,
+    "'": 0x27,
+    '"': 0x22,
+    "a": 0x07,
+    "b": 0x08,
+    "f": 0x0C,
+    "n": 0x0A,
+    "r": 0x0D,
+    "t": 0x09,
+    "v": 0x0B,
+}
+_OCTAL = "01234567"
+_HEX = "0123456789abcdefABCDEF"
+_LITERAL_STARTS = ("b'", 'b"', "B'", 'B"')
+_ALL_HEX_ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
+
+
+def parse_bytes_literal(text: str) -> bytes | None:
+    """The bytes of a Python bytes literal (``b'..'``/``b".."``) without ``eval``, or None.
+
+    Plain printable ASCII text without the ``b'..'`` wrapper is taken as its own bytes. At most
+    :data:`MAX_TEXT_CHARS` characters are accepted.
+    """
+    if len(text) > MAX_TEXT_CHARS or not text.isascii():
+        return None
+    if text[:2] not in _LITERAL_STARTS:
+        return text.encode("ascii") if text.isprintable() else None
+    quote = text[1]
+    if len(text) < 3 or text[-1] != quote:
+        return None
+    body = text[2:-1]
+    if "\\" not in body:
+        return None if quote in body else body.encode("ascii")
+    if _ALL_HEX_ESCAPES.fullmatch(body):
+        return bytes.fromhex(body.replace("\\x", ""))
+    return _unescape(body, quote)
+
+
+def _unescape(body: str, quote: str) -> bytes | None:
+    """Resolve the escapes of a bytes literal's body as Python does; None if it is malformed."""
+    out = bytearray()
+    index, size = 0, len(body)
+    while index < size:
+        char = body[index]
+        index += 1
+        if char == quote:
+            return None
+        if char != "\\":
+            out.append(ord(char))
+            continue
+        if index == size:
+            return None
+        char = body[index]
+        index += 1
+        if char in _SIMPLE_ESCAPES:
+            out.append(_SIMPLE_ESCAPES[char])
+        elif char == "\n":
+            continue
+        elif char == "x":
+            digits = body[index : index + 2]
+            if len(digits) != 2 or digits[0] not in _HEX or digits[1] not in _HEX:
+                return None
+            out.append(int(digits, 16))
+            index += 2
+        elif char in _OCTAL:
+            end = index
+            while end < size and end - index < 2 and body[end] in _OCTAL:
+                end += 1
+            code = int(body[index - 1 : end], 8)
+            if code > 0xFF:
+                return None
+            out.append(code)
+            index = end
+        else:
+            out += b"\\" + char.encode("ascii")
+    return bytes(out)
+
+
+FieldSpec = tuple[str | None, Callable[[object], Any], bool]
+
+
+def _field_specs() -> dict[str, dict[str, FieldSpec | None]]:
+    """Per component kind: each known field name -> (canonical name, reader, is an alias).
+
+    ``timestamp`` maps to None (not an event field); unknown names are extra scalar fields.
+    """
+    specs: dict[str, dict[str, FieldSpec | None]] = {}
+    for kind, (booleans, aliases) in BOOLEAN_FIELDS.items():
+        table: dict[str, FieldSpec | None] = {"timestamp": None}
+        table.update({name: (name, read_boolean, False) for name in booleans})
+        table.update({alias: (name, read_boolean, True) for alias, name in aliases.items()})
+        if kind == "reader":
+            table[READER_FIELD] = (READER_FIELD, reader_text, False)
+        specs[kind] = table
+    return specs
+
+
+_FIELD_SPECS = _field_specs()
+_EXTRA_FIELD: FieldSpec = (None, read_scalar, False)
