@@ -9,6 +9,7 @@ import sys
 # Modules that provide ``register(subparsers)`` and whose parsers set ``func(args) -> int``.
 COMMAND_MODULES = [
     "ops.stack_cmd",
+    "ops.simulate_cmd",
     "ops.kafka_cmd",
 ]
 

@@ -1,0 +1,97 @@
+"""The simulator's command line, shared by ``python -m simulator`` and ``f2 simulate``.
+
+Builds the fleet (seed fleet, or ``--controllers N`` generated from ``--seed``), registers it when
+asked, runs it (:func:`simulator.load.run_fleet`) and writes the report, also after SIGTERM or
+Ctrl-C. ``--duration 0`` with ``--register`` only registers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from schemas.settings import load_settings
+from simulator.fleet import Fleet, generate_fleet, seed_fleet
+from simulator.load import RunConfig, run_fleet
+from simulator.registry import register_fleet
+from simulator.report import build_report, utc_now, write_report
+
+log = logging.getLogger("f2.simulator")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The simulator's options."""
+    parser.add_argument(
+        "--controllers", type=int, help="generate N controllers (default: the seed fleet)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated fleet")
+    parser.add_argument(
+        "--interval", type=float, default=30.0, help="seconds between frames of one sensor"
+    )
+    parser.add_argument("--rate", type=float, help="aggregate target rate in messages/s")
+    parser.add_argument("--duration", type=float, help="seconds to run (default: until stopped)")
+    parser.add_argument("--qos", type=int, choices=(0, 1), default=1)
+    parser.add_argument("--register", action="store_true", help="write the fleet into the registry")
+    parser.add_argument("--faults", type=float, default=0.0, help="fraction of bad messages")
+    parser.add_argument("--report", type=Path, help="write the JSON report here")
+    parser.add_argument("--processes", type=int, default=1, help="publishing processes")
+
+
+def build_fleet(args: argparse.Namespace) -> Fleet:
+    """The fleet the options ask for."""
+    if args.controllers is None:
+        return seed_fleet(args.seed)
+    return generate_fleet(args.controllers, args.seed)
+
+
+def config_from(args: argparse.Namespace) -> RunConfig:
+    """The run configuration the options ask for."""
+    if not 0.0 <= args.faults <= 1.0:
+        raise SystemExit("--faults must be between 0 and 1")
+    if args.processes < 1 or args.interval <= 0 or (args.rate is not None and args.rate <= 0):
+        raise SystemExit("--processes, --interval and --rate must be positive")
+    return RunConfig(
+        qos=args.qos,
+        interval=args.interval,
+        rate=args.rate,
+        duration=args.duration,
+        faults=args.faults,
+        processes=args.processes,
+        seed=args.seed,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the simulator as the options say; the process exit code."""
+    config = config_from(args)
+    fleet = build_fleet(args)
+    settings = load_settings()
+    started_at = utc_now()
+    print(f"fleet: {len(fleet.controllers)} controllers, seed {fleet.seed}", flush=True)
+    if args.register:
+        result = register_fleet(settings.params_dsn, fleet)
+        added = ", ".join(f"{table} {n}" for table, n in result.inserted.items() if n)
+        print(f"registered: {added or 'nothing new'}", flush=True)
+        for mismatch in result.mismatches:
+            log.warning(mismatch, extra={"stage": "simulator", "reason": "registry_mismatch"})
+        if args.duration == 0:
+            return 0
+    summary = run_fleet(config, fleet, settings, say=lambda line: print(line, flush=True))
+    report = build_report(summary.tally, fleet.macs, started_at)
+    if args.report is not None:
+        write_report(report, args.report)
+        print(f"report: {args.report}", flush=True)
+    return 1 if summary.errors else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m simulator``."""
+    parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Running the fleet: one or more workers (processes, each with its own MQTT connection) share
+the fleet's sources and an aggregate target rate; the parent prints the achieved rate every few
+seconds and at the end, and merges the workers' tallies into the report.
+
+Pacing: a worker emits message ``k`` at ``start + k / rate``, cycling over its sources (a sensor
+or an event connector each). Without ``--rate`` the rate is ``sources / interval``, i.e. every
+sensor sends one frame per interval like the real device (30 s). A worker that falls more than a
+second behind re-bases its schedule instead of bursting; it then runs as fast as it can, which is
+how load mode finds a ceiling. A stop request (SIGTERM, Ctrl-C, ``--duration``) ends the schedule;
+each worker then waits for its outstanding acknowledgements and reports its tally.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import msgspec
+
+from schemas.settings import Settings
+from schemas.topics import TopicInfo, parse_topic
+from simulator.faults import FaultMaker
+from simulator.fleet import Fleet
+from simulator.messages import EventSource, Outgoing, SensorSource, Source, build_sources
+from simulator.publisher import Command, Publisher
+from simulator.report import Tally
+
+log = logging.getLogger("f2.simulator")
+MAX_LAG_S = 1.0
+SERVICE_EVERY = 32
+PROGRESS_S = 1.0
+
+
+class RunConfig(msgspec.Struct, frozen=True):
+    """How to run the fleet (the command line's options)."""
+
+    qos: int = 1
+    interval: float = 30.0
+    rate: float | None = None
+    duration: float | None = None
+    faults: float = 0.0
+    processes: int = 1
+    seed: int = 0
+    alias_rate: float = 0.1
+    window: int = 1000
+    progress_s: float = 5.0
+    drain_s: float = 10.0
+
+
+class WorkerResult(msgspec.Struct):
+    """What a worker reports when it ends."""
+
+    index: int
+    tally: Tally
+    publishing_s: float
+    unacked: int
+    error: str | None = None
+
+
+class _Event(Protocol):
+    def is_set(self) -> bool: ...
+    def set(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class _Queue(Protocol):
+    def put(self, item: Any) -> None: ...
+    def get(self, block: bool = True, timeout: float | None = None) -> Any: ...
+
+
+def worker_rate(config: RunConfig, sources: int) -> float:
+    """Messages per second one worker aims at."""
+    if config.rate:
+        return config.rate / config.processes
+    return sources / config.interval
+
+
+def run_worker(
+    config: RunConfig,
+    fleet: Fleet,
+    settings: Settings,
+    index: int,
+    stop: _Event,
+    out: _Queue,
+) -> None:
+    """Publish this worker's share of the fleet's sources until stopped; its result to ``out``."""
+    started = time.monotonic()
+    sources = build_sources(fleet, config.alias_rate)[index :: config.processes]
+    publisher = Publisher(settings, f"f2-sim-{os.getpid()}-{index}-{fleet.seed}", config.qos)
+    try:
+        publisher.connect()
+    except (ConnectionError, OSError) as exc:
+        out.put(WorkerResult(index, Tally(), 0.0, 0, str(exc)))
+        return
+    events = {(s.mac, s.connector.name): s for s in sources if isinstance(s, EventSource)}
+    publisher.subscribe_commands(sorted({mac for mac, _ in events}))
+    out.put(("ready", index))
+    started = time.monotonic()
+    try:
+        _publish_loop(config, fleet, sources, events, publisher, index, stop, out)
+    finally:
+        publishing_s = time.monotonic() - started
+        unacked = publisher.drain(config.drain_s)
+        publisher.close()
+        out.put(WorkerResult(index, publisher.tally, publishing_s, unacked))
+
+
+def _publish_loop(
+    config: RunConfig,
+    fleet: Fleet,
+    sources: list[Source],
+    events: dict[tuple[str, str], EventSource],
+    publisher: Publisher,
+    index: int,
+    stop: _Event,
+    out: _Queue,
+) -> None:
+    """The paced publishing loop of one worker."""
+    if not sources:
+        deadline = time.monotonic() + (config.duration or float("inf"))
+        while not stop.is_set() and time.monotonic() < deadline:
+            publisher.service(0.2)
+        return
+    sensors = [s for s in sources if isinstance(s, SensorSource)] or [
+        s for s in build_sources(fleet) if isinstance(s, SensorSource)
+    ]
+    rng = random.Random(f"f2-faults-{fleet.seed}-{index}")
+    faults = FaultMaker(fleet.ghost_macs, f"f2-faults-{fleet.seed}-{index}")
+    period = 1.0 / worker_rate(config, len(sources))
+    begin = time.monotonic()
+    deadline = begin + config.duration if config.duration else float("inf")
+    base, k, count = begin, 0, len(sources)
+    last_progress = begin
+    while True:
+        now = time.monotonic()
+        due = base + k * period
+        if due > now or k % SERVICE_EVERY == 0:
+            if stop.is_set() or now >= deadline:
+                break
+            publisher.service(max(0.0, min(due - now, deadline - now, 0.2)))
+            _answer_commands(publisher, events)
+            if now - last_progress >= PROGRESS_S:
+                out.put(("progress", index, publisher.tally.published))
+                last_progress = now
+            if due > time.monotonic():
+                continue
+        if now - due > MAX_LAG_S:
+            base = now - k * period
+        wall = time.time()
+        if config.faults and rng.random() < config.faults:
+            publisher.publish(faults.make(rng.choice(sensors), wall))
+        else:
+            publisher.publish(sources[k % count].next(wall))
+        k += 1
+
+
+def _answer_commands(publisher: Publisher, events: dict[tuple[str, str], EventSource]) -> None:
+    """Answer received ``cmnd/…`` messages like a controller (see ``EventStream.command``)."""
+    for command in publisher.take_commands():
+        for answer in answers(command, events):
+            publisher.publish(answer)
+
+
+def answers(command: Command, events: dict[tuple[str, str], EventSource]) -> list[Outgoing]:
+    """The messages that answer ``command`` (none if it is not for one of ``events``)."""
+    info = parse_topic(command.topic)
+    if not isinstance(info, TopicInfo) or info.type != "cmnd":
+        return []
+    source = events.get((info.mac, info.connector))
+    if source is None or source.connector.mode != info.mode:
+        return []
+    replies = source.stream.command(info.component, command.payload, info.success)
+    now = time.time()
+    return [source.outgoing(reply, now) for reply in replies]
+
+
+class RunSummary(msgspec.Struct):
+    """The merged outcome of a run."""
+
+    tally: Tally
+    publishing_s: float
+    achieved_rate: float
+    unacked: int
+    errors: list[str]
+
+
+def run_fleet(
+    config: RunConfig, fleet: Fleet, settings: Settings, say: Callable[[str], None] = print
+) -> RunSummary:
+    """Run the fleet with ``config.processes`` workers until the duration ends or a stop signal
+    (SIGTERM/SIGINT) arrives; print progress through ``say``; return the merged tallies."""
+    if config.processes == 1:
+        stop: _Event = threading.Event()
+        results: _Queue = queue.Queue()
+        workers: list[Any] = [
+            threading.Thread(
+                target=run_worker, args=(config, fleet, settings, 0, stop, results), daemon=True
+            )
+        ]
+    else:
+        context = multiprocessing.get_context("fork")
+        stop = context.Event()
+        results = context.Queue()
+        workers = [
+            context.Process(
+                target=run_worker, args=(config, fleet, settings, i, stop, results), daemon=True
+            )
+            for i in range(config.processes)
+        ]
+    previous = _install_stop_handlers(stop)
+    try:
+        for worker in workers:
+            worker.start()
+        return _collect(config, results, stop, say)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(config.drain_s + 5)
+        _restore_handlers(previous)
+
+
+def _collect(
+    config: RunConfig, results: _Queue, stop: _Event, say: Callable[[str], None]
+) -> RunSummary:
+    """Gather progress and results from the workers; print the achieved rate as it goes."""
+    begin = time.monotonic()
+    counts: dict[int, int] = {}
+    finished: list[WorkerResult] = []
+    last_print, last_total = begin, 0
+    while len(finished) < config.processes:
+        try:
+            item = results.get(timeout=0.5)
+        except queue.Empty:
+            item = None
+        if isinstance(item, WorkerResult):
+            finished.append(item)
+            counts[item.index] = item.tally.published
+            if item.error:
+                say(f"worker {item.index} failed: {item.error}")
+                stop.set()
+        elif isinstance(item, tuple) and item[0] == "progress":
+            counts[item[1]] = item[2]
+        now = time.monotonic()
+        if now - last_print >= config.progress_s:
+            total = sum(counts.values())
+            say(
+                f"[{now - begin:7.1f} s] published {total}"
+                f"  now {(total - last_total) / (now - last_print):9.1f} msg/s"
+                f"  avg {total / (now - begin):9.1f} msg/s"
+            )
+            last_print, last_total = now, total
+    tally = Tally()
+    for result in finished:
+        tally.merge(result.tally)
+    publishing_s = max((r.publishing_s for r in finished), default=0.0)
+    rate = tally.published / publishing_s if publishing_s > 0 else 0.0
+    errors = [r.error for r in finished if r.error]
+    unacked = sum(r.unacked for r in finished)
+    say(
+        f"done: published {tally.published} in {publishing_s:.1f} s = {rate:.1f} msg/s"
+        f" (QoS {config.qos}, {config.processes} process(es), {tally.rejected} refused,"
+        f" {unacked} unacknowledged)"
+    )
+    return RunSummary(tally, publishing_s, rate, unacked, errors)
+
+
+def _install_stop_handlers(stop: _Event) -> dict[int, Any]:
+    """Make SIGTERM and SIGINT request a clean stop (main thread only); the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, lambda _sig, _frame: stop.set())
+    return previous
+
+
+def _restore_handlers(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)

@@ -1,0 +1,82 @@
+"""The simulator's report (``--report FILE``): exactly what the broker accepted, and what the
+pipeline must make of it.
+
+Only messages the broker acknowledged with a success reason code are counted (at QoS 0, where
+there is no acknowledgement, a message counts once it was written to the connection).
+``expected_readings`` is the number of data points of the good sensor frames, ``expected_events``
+the number of fields besides ``timestamp`` of the good event messages, ``expected_errors`` one per
+message-level fault, by reason.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from simulator.messages import Outgoing
+
+
+class Report(msgspec.Struct):
+    """The JSON report of one simulator run (issue 4, item 5)."""
+
+    published: int
+    expected_readings: int
+    expected_events: int
+    expected_errors: dict[str, int]
+    controllers: list[str]
+    started_at: str
+    finished_at: str
+
+
+class Tally(msgspec.Struct):
+    """Counts of acknowledged messages; workers send these to the parent, which merges them."""
+
+    published: int = 0
+    readings: int = 0
+    events: int = 0
+    errors: dict[str, int] = msgspec.field(default_factory=dict)
+    rejected: int = 0
+
+    def add(self, message: Outgoing) -> None:
+        """Count one acknowledged message."""
+        self.published += 1
+        self.readings += message.readings
+        self.events += message.events
+        if message.error is not None:
+            self.errors[message.error] = self.errors.get(message.error, 0) + 1
+
+    def merge(self, other: Tally) -> None:
+        """Add another tally's counts to this one."""
+        self.published += other.published
+        self.readings += other.readings
+        self.events += other.events
+        self.rejected += other.rejected
+        for reason, count in other.errors.items():
+            self.errors[reason] = self.errors.get(reason, 0) + count
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 UTC with a ``Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_report(tally: Tally, controllers: list[str], started_at: str) -> Report:
+    """The report for a finished run."""
+    return Report(
+        published=tally.published,
+        expected_readings=tally.readings,
+        expected_events=tally.events,
+        expected_errors=dict(sorted(tally.errors.items())),
+        controllers=controllers,
+        started_at=started_at,
+        finished_at=utc_now(),
+    )
+
+
+def write_report(report: Report, path: Path) -> None:
+    """Write the report as indented JSON (atomically: a reader never sees half a file)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
+    partial.replace(path)
