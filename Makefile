@@ -88,7 +88,19 @@ performance: install
 health: install
 	$(F2) health
 
-secure-setup restart-secure security-check backup timescale-check deploy-check:
+## Secrets (0600, in the stack's secrets/ dir), operator user, CA + certificates; restarts the broker.
+secure-setup: stack-up
+	$(F2) security setup
+
+## Restart the broker with the current password file, ACL and certificates.
+restart-secure: install
+	$(F2) security restart
+
+## PASS/FAIL per protection (anonymous, passwords, device isolation, TLS, secrets, loopback, deploy).
+security-check: install
+	$(F2) security check
+
+backup timescale-check deploy-check:
 	@echo "make $@: not available yet: its issue (security / TimescaleDB / deploy) is still open" >&2
 	@exit 2
 

@@ -11,6 +11,8 @@ COMMAND_MODULES = [
     "ops.stack_cmd",
     "ops.simulate_cmd",
     "ops.kafka_cmd",
+    "ops.devices_cmd",
+    "ops.security_cmd",
 ]
 
 

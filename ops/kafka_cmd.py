@@ -36,7 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tail.add_argument("topic")
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     tail.add_argument("-f", "--follow", action="store_true", help="keep waiting for new records")
-    tail.add_argument("--max", type=int, default=0, help="stop after this many records (0: no limit)")
+    tail.add_argument(
+        "--max", type=int, default=0, help="stop after this many records (0: no limit)"
+    )
     tail.set_defaults(func=cmd_tail)
 
 
