@@ -33,10 +33,24 @@ class Outgoing(msgspec.Struct, frozen=True):
     error: str | None = None
 
 
+_SECOND_TEXT: dict[tuple[int, str], str] = {}
+
+
 def controller_time(t: float, zone: str) -> str:
-    """Epoch ``t`` as the controller's clock shows it: ``YYYY-MM-DD HH:MM:SS.ffffff``, no zone."""
-    local = datetime.fromtimestamp(t, ZoneInfo(zone)).replace(tzinfo=None)
-    return local.isoformat(" ", "microseconds")
+    """Epoch ``t`` as the controller's clock shows it: ``YYYY-MM-DD HH:MM:SS.ffffff``, no zone.
+
+    The local time of a whole UTC second is cached per zone (it is the hot path of load mode);
+    only the microseconds are formatted per message.
+    """
+    second = int(t // 1)
+    key = (second, zone)
+    text = _SECOND_TEXT.get(key)
+    if text is None:
+        if len(_SECOND_TEXT) > 4096:
+            _SECOND_TEXT.clear()
+        local = datetime.fromtimestamp(second, ZoneInfo(zone)).replace(tzinfo=None)
+        text = _SECOND_TEXT[key] = local.isoformat(" ", "seconds")
+    return f"{text}.{int((t - second) * 1_000_000):06d}"
 
 
 def encode_body(fields: dict[str, object]) -> bytes:
