@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "ops.kafka_cmd",
     "ops.devices_cmd",
     "ops.security_cmd",
+    "ops.migrate_cmd",
 ]
 
 
