@@ -87,7 +87,7 @@ def decode_message(
 
 
 def route_for(topic: str, entry: ControllerEntry | None) -> Route | DecodeError:
-    """The (cached) route of ``topic`` with ``entry``, or the error every such message gets."""
+    """Work out (and cache) the route of ``topic`` with ``entry``, or the error its messages get."""
     route = _make_route(topic, entry)
     if len(_ROUTES) >= ROUTE_CACHE_SIZE:
         _ROUTES.clear()
@@ -96,6 +96,7 @@ def route_for(topic: str, entry: ControllerEntry | None) -> Route | DecodeError:
 
 
 def _make_route(topic: str, entry: ControllerEntry | None) -> Route | DecodeError:
+    """Topic, entry, zone, sensor and template checks, in the module's order of checks."""
     info = parse_topic(topic)
     if type(info) is not TopicInfo:
         return info

@@ -3,9 +3,10 @@
 A sensor template is compiled once into a :class:`TemplatePlan` (frame format plus one
 :class:`PointPlan` per data point, with its ``struct`` unpacker and byte reordering prepared), and
 plans are cached per registry entry. Decoding then costs one hex parse, one table-driven CRC and
-one ``unpack_from`` per data point. Every problem is returned as a
-:class:`~schemas.records.DecodeError` value: message-level for the frame, per data point (with
-its label) for ``out_of_range``, ``bad_value`` and ``bad_registry``.
+one ``unpack_from`` for all data points (one per point when they cannot be read together).
+Every problem is returned as a :class:`~schemas.records.DecodeError` value: message-level for
+the frame, per data point (with its label) for ``out_of_range``, ``bad_value`` and
+``bad_registry``.
 """
 
 from __future__ import annotations
@@ -71,18 +72,19 @@ def _crc_table() -> tuple[int, ...]:
 
 
 CRC_TABLE = _crc_table()
-_CRC_WORD_TABLE: list[int] = []
-_WORD_READERS: dict[int, Callable[[bytes], tuple[int, ...]]] = {}
 
 
 def _crc_word_table() -> list[int]:
-    """The 65536-entry table that advances the CRC by one little-endian 16-bit word (built once)."""
-    if not _CRC_WORD_TABLE:
-        table = CRC_TABLE
-        for word in range(65536):
-            low = table[word & 0xFF]
-            _CRC_WORD_TABLE.append((low >> 8) ^ table[((word >> 8) ^ low) & 0xFF])
-    return _CRC_WORD_TABLE
+    """The 65536-entry table that advances the CRC by one little-endian 16-bit word."""
+    table = CRC_TABLE
+    return [
+        (table[word & 0xFF] >> 8) ^ table[((word >> 8) ^ table[word & 0xFF]) & 0xFF]
+        for word in range(65536)
+    ]
+
+
+CRC_WORD_TABLE = _crc_word_table()
+_WORD_READERS: dict[int, Callable[[bytes], tuple[int, ...]]] = {}
 
 
 def crc16_modbus(data: bytes, end: int | None = None) -> int:
@@ -95,7 +97,7 @@ def crc16_modbus(data: bytes, end: int | None = None) -> int:
     words = _WORD_READERS.get(length)
     if words is None:
         words = _WORD_READERS[length] = struct.Struct(f"<{length >> 1}H").unpack_from
-    word_table = _CRC_WORD_TABLE or _crc_word_table()
+    word_table = CRC_WORD_TABLE
     crc = 0xFFFF
     for word in words(data):
         crc = word_table[crc ^ word]
@@ -160,7 +162,6 @@ class PointPlan(msgspec.Struct, frozen=True):
     bytes in the frame, gathered and read with ``unpack``.
     """
 
-    definition: DataPointDef
     label: str
     unit: str
     datapoint_id: int
@@ -244,7 +245,6 @@ def compile_point(definition: DataPointDef) -> PointPlan | DecodeError:
         layout, order = ">" + code, positions
     packer = struct.Struct(layout)
     return PointPlan(
-        definition,
         label,
         definition.unit,
         definition.datapoint_id,
@@ -320,10 +320,3 @@ def decode_point(frame: bytes, start: int, end: int, point: PointPlan) -> float 
     if point.is_float and not math.isfinite(raw):
         return DecodeError(BAD_VALUE, f"{raw} is not a finite number", point.label)
     return raw / point.divisor
-
-
-def frame_data_section(frame: bytes, frame_format: str) -> tuple[int, int] | DecodeError:
-    """Where a frame's data bytes are: after the Modbus header (checked), or the whole raw frame."""
-    if frame_format == RAW:
-        return 0, len(frame)
-    return modbus_data_section(frame)

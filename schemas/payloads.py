@@ -10,6 +10,7 @@ still become events.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -25,7 +26,7 @@ MAX_TEXT_CHARS = 1023
 EventValue = bool | float | str
 
 
-class SensorPayload(msgspec.Struct):
+class SensorPayload(msgspec.Struct, gc=False):
     """A sensor message: ``timestamp`` and ``data`` (the frame as hex); other fields are ignored.
 
     The timestamp is parsed by msgspec when it is RFC 3339 text (naive or not) or a number.
@@ -96,11 +97,11 @@ def decode_sensor_payload(payload: bytes) -> SensorPayload | LooseSensorPayload 
         return _SENSOR_DECODER.decode(payload)
     except msgspec.ValidationError:
         pass
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         return _decode_error(exc)
     try:
         return _LOOSE_SENSOR_DECODER.decode(payload)
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         return _decode_error(exc)
 
 
@@ -110,7 +111,7 @@ def decode_object(payload: bytes) -> dict[str, Any] | DecodeError:
         return _too_large(payload)
     try:
         return _OBJECT_DECODER.decode(payload)
-    except (msgspec.DecodeError, RecursionError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         return _decode_error(exc)
 
 
@@ -168,7 +169,7 @@ def read_number(text: str) -> float | None:
     if match is None:
         return None
     number = float(match.group(1))
-    return number if abs(number) != float("inf") else None
+    return number if math.isfinite(number) else None
 
 
 def read_scalar(value: object) -> EventValue | DecodeError:
@@ -180,7 +181,7 @@ def read_scalar(value: object) -> EventValue | DecodeError:
             number = float(value)
         except OverflowError:
             return DecodeError(BAD_PAYLOAD, "number too large for a double")
-        if number - number != 0:
+        if not math.isfinite(number):
             return DecodeError(BAD_PAYLOAD, f"not a finite number: {value!r}")
         return number
     if isinstance(value, str):

@@ -61,7 +61,9 @@ def parse_timestamp(
     """
     kind = type(value)
     try:
-        if kind is datetime:
+        if kind is datetime and zone is UTC and value.tzinfo is None:  # the common case
+            moment = _EPOCH + (value - _NAIVE_EPOCH)
+        elif kind is datetime:
             moment = _from_datetime(value, zone)
         elif kind is str:
             moment = _from_text(value, zone)

@@ -22,10 +22,6 @@ from tests.schemas.support import MAC, NOW, STAMP, seed_controller
 SENSOR_TOPIC = f"tele/f2-{MAC}/sensor-mode/J1/sensor-1"
 READER_TOPIC = f"tele/f2-{MAC}/access-control-mode/J2/reader-1"
 STRIKE_TOPIC = f"stat/f2-{MAC}/access-control-mode/J2/strike-1"
-# msgspec raises UnicodeDecodeError (not msgspec.DecodeError) for invalid UTF-8 inside a JSON
-# string; schemas/payloads.py does not catch it, so decode_message's catch-all reports it as
-# "bad_payload: unexpected UnicodeDecodeError". Fix requested from the decoding-core owner.
-UTF8_BUG = pytest.mark.xfail(strict=True, reason="payloads.py misses UnicodeDecodeError")
 
 
 def decode(topic: str, payload: bytes) -> list:
@@ -90,11 +86,9 @@ def test_huge_flat_json_object_is_bounded() -> None:
 @pytest.mark.parametrize(
     "payload",
     [
-        pytest.param(
-            b'{"timestamp": "' + STAMP.encode() + b'", "status": "\xff\xfe"}', marks=UTF8_BUG
-        ),
+        b'{"timestamp": "' + STAMP.encode() + b'", "status": "\xff\xfe"}',
         b"\xc3\x28\xa0\xa1",
-        pytest.param(b'{"timestamp": "\xed\xa0\x80", "status": true}', marks=UTF8_BUG),
+        b'{"timestamp": "\xed\xa0\x80", "status": true}',
     ],
 )
 def test_invalid_utf8_is_bad_json(payload: bytes) -> None:

@@ -209,7 +209,14 @@ def test_payload_bounds_and_json_errors() -> None:
     assert decode_sensor_payload(deep).reason == BAD_PAYLOAD
     assert decode_object(b"[1, 2]").reason == BAD_PAYLOAD
     assert decode_sensor_payload(b'"text"').reason == BAD_PAYLOAD
-    for bad in (b"", b"{", b"{'a': 1}", b"\xff\xfe", b'{"a": NaN}'):
+    for bad in (
+        b"",
+        b"{",
+        b"{'a': 1}",
+        b"\xff\xfe",
+        b'{"a": NaN}',
+        b'{"timestamp": "\xed\xa0\x80"}',
+    ):
         assert decode_object(bad).reason == BAD_JSON
         assert decode_sensor_payload(bad).reason == BAD_JSON
 
