@@ -39,11 +39,14 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+## Stack, both dataflows, the health API (:8000) and Prometheus (:29090), all supervised.
 full-setup: stack-up
-	$(F2) stack up --flows
+	$(F2) stack up --flows --monitoring
 
+## Processes of the stack, then the pipeline's rates, lag, dead letters and silent devices.
 status: install
-	$(F2) stack status
+	-$(F2) stack status
+	$(F2) health status
 
 logs: install
 	$(F2) stack logs --follow
@@ -82,9 +85,11 @@ mqtt-test: stack-up
 benchmarks: install
 	$(PY) -m bench
 
+## PNG charts from the local Prometheus, else from bench/results (needs the [perf] extra).
 performance: install
 	$(F2) performance
 
+## Every component's state (the health API's /health, or a one-shot check without it).
 health: install
 	$(F2) health
 
@@ -100,9 +105,15 @@ restart-secure: install
 security-check: install
 	$(F2) security check
 
-backup timescale-check:
-	@echo "make $@: not available yet: its issue (security / TimescaleDB / deploy) is still open" >&2
-	@exit 2
+## Timestamped custom-format dumps of both databases under backups/ (restore: f2 restore FILE).
+backup: stack-up
+	$(F2) backup
+
+## The TimescaleDB path against real TimescaleDB: PGlite+TimescaleDB (npm ci) and Debian trixie's
+## Apache build in a debootstrap chroot (built once into /var/cache/f2-timescale, needs root).
+## Select tiers with F2_TIMESCALE_TIERS=pglite,trixie.
+timescale-check: install
+	$(PY) -m pytest -v tests/integration/test_timescale_pglite.py tests/integration/test_timescale_chroot.py
 
 ## Validate deploy/ offline (compose, Helm/Kubernetes, Dockerfile, promtool) and its security
 ## properties; installs its validators on first use (see ops/deploy_check.py).

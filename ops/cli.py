@@ -13,8 +13,14 @@ COMMAND_MODULES = [
     "ops.kafka_cmd",
     "ops.devices_cmd",
     "ops.security_cmd",
-    "ops.migrate_cmd",
     "ops.decode_cmd",
+    "ops.run_cmd",
+    "ops.migrate_cmd",
+    "ops.health_cmd",
+    "ops.performance_cmd",
+    "ops.replay_cmd",
+    "ops.dlq_cmd",
+    "ops.backup_cmd",
 ]
 
 

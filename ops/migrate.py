@@ -1,7 +1,10 @@
 """Apply the SQL migrations of ``migrations/<database>/`` in file-name order, each once.
 
 Applied files are recorded in ``f2_schema_migrations``; an advisory lock keeps two migrators from
-running at once. Every file runs in its own transaction.
+running at once. Every file runs in its own transaction. A folder with backend-specific files
+(``*_plain.sql`` / ``*_timescale.sql``, see :mod:`ops.storage_backend`) gets only those of the
+database's backend; on TimescaleDB, chunk intervals and policies are then (re)applied from the
+``F2_TSDB_*`` settings on every run.
 """
 
 from __future__ import annotations
@@ -11,6 +14,13 @@ from pathlib import Path
 
 import psycopg
 
+from ops.storage_backend import (
+    TIMESCALE,
+    choose_backend,
+    configure_timescale,
+    file_backend,
+    load_timescale_settings,
+)
 from schemas.settings import project_root
 
 MIGRATION_LOCK_ID = 0x46320001
@@ -44,6 +54,11 @@ def migrate(dsn: str, database: str) -> list[str]:
         )
         conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
         try:
+            backend = None
+            if any(file_backend(path) for path in files):
+                settings = load_timescale_settings()
+                backend = choose_backend(conn, settings.backend)
+                files = [path for path in files if file_backend(path) in (None, backend)]
             for path in pending(conn, files):
                 with conn.transaction():
                     conn.execute(path.read_text())
@@ -51,6 +66,8 @@ def migrate(dsn: str, database: str) -> list[str]:
                         "INSERT INTO f2_schema_migrations (name) VALUES (%s)", (path.name,)
                     )
                 done.append(path.name)
+            if backend == TIMESCALE:
+                configure_timescale(conn, settings)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
     return done

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from ops import packages, procs
+from ops import flows, monitoring, packages, procs
 from ops.migrate import migrate
 from ops.services import SERVICE_CLASSES, Service, ServiceError
 from schemas.settings import (
@@ -162,6 +162,9 @@ class Stack:
             _log(f"{name}: stopped")
 
     def down(self, purge: bool = False) -> None:
+        monitoring.stop(self)
+        for name in flows.stop_supervised(self.root):
+            _log(f"flow {name}: stopped")
         for name in reversed(SERVICE_ORDER):
             self.stop(name)
         if purge and self.root.exists():
@@ -188,7 +191,7 @@ class Stack:
                     "log": str(service.log_file),
                 }
             )
-        return rows
+        return rows + flows.status_rows(self.root) + monitoring.status_rows(self)
 
     def env_lines(self) -> list[str]:
         settings = load_settings()

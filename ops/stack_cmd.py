@@ -6,9 +6,11 @@ import argparse
 import subprocess
 import sys
 
+from ops import flows, monitoring, storage_backend
 from ops.packages import MissingPackages
 from ops.services import ServiceError
 from ops.stack import SERVICE_ORDER, Stack
+from schemas.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = stack.add_subparsers(dest="action", required=True)
 
     up = actions.add_parser("up", help="start every service (idempotent), migrate, create topics")
-    up.add_argument("--flows", action="store_true", help="also start the dataflows, supervised")
+    up.add_argument(
+        "--flows", action="store_true", help="also start the dataflows and the health API"
+    )
+    up.add_argument(
+        "--monitoring", action="store_true", help="also start Prometheus (and the health API)"
+    )
     up.set_defaults(func=cmd_up)
 
     down = actions.add_parser("down", help="stop what `up` started")
@@ -31,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
 
     logs = actions.add_parser("logs", help="show (or follow) a service's log")
-    logs.add_argument("service", nargs="?", help="one service; all when omitted")
+    logs.add_argument(
+        "service", nargs="?", help="a service, flow (ingest, decode) or health; all when omitted"
+    )
     logs.add_argument("-n", "--lines", type=int, default=40)
     logs.add_argument("-f", "--follow", action="store_true")
     logs.set_defaults(func=cmd_logs)
@@ -52,11 +61,12 @@ def _guarded(action) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    if args.flows:
-        print("f2 stack: the dataflows are not part of this version yet", file=sys.stderr)
-        return 2
     stack = Stack()
     code = _guarded(stack.up)
+    if code == 0 and args.flows:
+        code = _guarded(lambda: flows.start_supervised(stack.root, flows.available_flows()))
+    if code == 0 and (args.flows or args.monitoring):
+        code = _guarded(lambda: monitoring.start(stack, prometheus=args.monitoring))
     if code == 0:
         print(f'stack ready in {stack.root}; settings: eval "$(f2 stack env)"', file=sys.stderr)
     return code
@@ -82,6 +92,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         rss = "-" if row["rss_mb"] is None else f"{row['rss_mb']:.0f}"
         name, state, port = row["service"], row["state"], row["port"]
         print(f"{name:<10} {state:<24} {port:>6} {pid:>8} {rss:>7}  {row['log']}")
+    if any(row["service"] == "postgres" and row["state"] == "ready" for row in rows):
+        print(f"timeseries storage: {storage_backend.describe(load_settings().timeseries_dsn)}")
     return 0 if all(row["state"] == "ready" for row in rows) else 3
 
 
@@ -92,7 +104,13 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     stack = Stack()
-    names = [args.service] if args.service else list(SERVICE_ORDER)
-    files = [str(stack.service(name).log_file) for name in names]
+    logs = monitoring.log_files(stack)
+    if args.service and args.service not in logs:
+        print(
+            f"f2 stack logs: unknown {args.service!r}; one of: {', '.join(logs)}", file=sys.stderr
+        )
+        return 2
+    names = [args.service] if args.service else list(logs)
+    files = [str(logs[name]) for name in names if args.service or logs[name].exists()]
     argv = ["tail", f"-n{args.lines}", *(["-F"] if args.follow else []), *files]
     return subprocess.call(argv)

@@ -14,15 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("schemas", "connectors", "dataflows", "simulator", "ops", "bench", "tests")
 QUERY_METHODS = {"execute", "executemany", "copy", "stream"}
-# Existing violations, reported to their owners for a fix (psycopg.sql composition or constant
-# text); this list may only shrink. registry_feed's LISTEN takes its channel from configuration.
-KNOWN_VIOLATIONS = {
-    "connectors/registry_feed.py: f'LISTEN {self._channel}'",
-    "connectors/timeseries_writer.py: _COPY_READINGS",
-    "connectors/timeseries_writer.py: _COPY_EVENTS",
-    "connectors/timeseries_writer.py: _MERGE_READINGS",
-    "connectors/timeseries_writer.py: _MERGE_EVENTS",
-}
+# Violations that may stay (none: keep it that way).
+KNOWN_VIOLATIONS: set[str] = set()
 
 
 def _is_sql_composition(node: ast.AST) -> bool:

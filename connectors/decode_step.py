@@ -1,0 +1,209 @@
+"""The decode flow's per-batch step: raw messages (+ registry changes) to rows and Kafka records.
+
+Delivery guarantee: none of its own (pure mapping plus registry lookups); it never raises for a
+bad message: every problem is a dead-letter record with a SPEC §8 reason. Per input batch it
+returns one :class:`DecodeOutput`: the rows for storage, the ``decoded_iot_data`` records (one
+JSON object per reading or event, SPEC §6) and the ``dlq_iot_data`` records (original raw value;
+headers ``mqtt_topic``, ``reason``, ``detail``, ``stage``, ``source_topic``, ``source_partition``,
+``source_offset`` and, for a data-point error, ``label``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+import msgspec
+from prometheus_client import Counter
+
+from connectors.kafka_sink import KafkaRecord
+from connectors.registry_store import RegistryChange, RegistryStore
+from connectors.store_rows import Rejected, RowBatch, event_row, mark, reading_row
+from schemas.decode import decode_message, iso_utc
+from schemas.reasons import ALL_REASONS, STORE_REJECTED
+from schemas.records import ControllerEntry, DecodeError, Event, RawMessage, Reading
+from schemas.topics import mac_from_topic
+
+SCHEMA_VERSION = 1
+
+MESSAGES = Counter("f2_decode_messages", "Raw messages decoded", ["outcome"])
+READINGS = Counter("f2_decode_readings", "Readings decoded")
+EVENTS = Counter("f2_decode_events", "Events decoded")
+ERRORS = Counter("f2_decode_errors", "Dead-lettered errors by reason", ["stage", "reason"])
+for _reason in ALL_REASONS:
+    ERRORS.labels("store" if _reason == STORE_REJECTED else "decode", _reason)
+_OK, _PARTIAL, _FAILED = (MESSAGES.labels(o) for o in ("ok", "partial", "failed"))
+
+
+class ReadingRecord(msgspec.Struct):
+    """A reading on ``decoded_iot_data``: ``f2 decode``'s fields, the ids, version and ``v``."""
+
+    kind: str
+    mac: str
+    connector: str
+    pin: int
+    label: str
+    value: float
+    unit: str
+    time: str
+    sensor_id: int
+    datapoint_id: int
+    registry_version: int
+    v: int = SCHEMA_VERSION
+
+
+class EventRecord(msgspec.Struct):
+    """An event on ``decoded_iot_data`` (``sensor_id``/``datapoint_id`` are null for events)."""
+
+    kind: str
+    mac: str
+    connector: str
+    component: str
+    field: str
+    value: bool | float | str
+    time: str
+    sensor_id: int | None
+    datapoint_id: int | None
+    registry_version: int
+    v: int = SCHEMA_VERSION
+
+
+class DecodeOutput(msgspec.Struct):
+    """What one input batch produced."""
+
+    rows: RowBatch
+    decoded: list[KafkaRecord]
+    dlq: list[KafkaRecord]
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def dlq_record(
+    raw: RawMessage, reason: str, detail: str, stage: str, label: str | None, topic: str
+) -> KafkaRecord:
+    """The dead-letter record of ``raw`` (SPEC §6)."""
+    headers = [
+        ("mqtt_topic", raw.topic.encode()),
+        ("reason", reason.encode()),
+        ("detail", detail.encode("utf-8", "replace")),
+        ("stage", stage.encode()),
+        ("source_topic", raw.source_topic.encode()),
+        ("source_partition", str(raw.source_partition).encode()),
+        ("source_offset", str(raw.source_offset).encode()),
+    ]
+    if label is not None:
+        headers.append(("label", label.encode("utf-8", "replace")))
+    mac = mac_from_topic(raw.topic)
+    return KafkaRecord(topic, mac.encode() if mac else None, raw.payload, headers)
+
+
+def rejected_record(rejected: Rejected, topic: str) -> KafkaRecord:
+    """The dead-letter record of a row the database refused (``stage=store``)."""
+    ERRORS.labels("store", STORE_REJECTED).inc()
+    return dlq_record(rejected.raw, STORE_REJECTED, rejected.detail, "store", rejected.label, topic)
+
+
+class DecodeStep:
+    """``flat_map_batch`` mapper: decodes a batch with this worker's registry store."""
+
+    def __init__(
+        self,
+        store_for: Callable[[], RegistryStore],
+        decoded_topic: str,
+        dlq_topic: str,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store_for = store_for
+        self._decoded_topic = decoded_topic
+        self._dlq_topic = dlq_topic
+        self._now = now
+
+    def __call__(self, items: list[RawMessage | RegistryChange]) -> Iterable[DecodeOutput]:
+        store = self._store_for()
+        now = self._now()
+        rows = RowBatch()
+        decoded: list[KafkaRecord] = []
+        dlq: list[KafkaRecord] = []
+        decoded_topic, dlq_topic = self._decoded_topic, self._dlq_topic
+        seen: dict[str, ControllerEntry | None] = {}  # this batch's lookups
+        outcomes = [0, 0, 0]  # ok, partial, failed
+        n_readings = n_events = 0
+        for raw in items:
+            if type(raw) is RegistryChange:
+                store.apply(raw)
+                seen.clear()
+                continue
+            mac = mac_from_topic(raw.topic)
+            entry = None
+            if mac is not None:
+                if mac in seen:
+                    entry = seen[mac]
+                else:
+                    entry, loaded = store.lookup(mac)
+                    seen[mac] = entry
+                    if loaded and entry is not None:
+                        rows.entries.append(entry)
+            key = mac.encode() if mac else None
+            stored_time = None
+            stamp = ""
+            failed = 0
+            for item in decode_message(raw, entry, now):
+                kind = type(item)
+                if kind is DecodeError:
+                    failed += 1
+                    ERRORS.labels("decode", item.reason).inc()
+                    dlq.append(
+                        dlq_record(raw, item.reason, item.detail, "decode", item.label, dlq_topic)
+                    )
+                    continue
+                if stored_time is None:  # one timestamp per message
+                    stored_time = item.time
+                    stamp = iso_utc(stored_time)
+                if kind is Reading:
+                    rows.readings.append(reading_row(item, raw))
+                    decoded.append(KafkaRecord(decoded_topic, key, _encode(_reading(item, stamp))))
+                    n_readings += 1
+                else:
+                    rows.events.append(event_row(item, raw))
+                    decoded.append(KafkaRecord(decoded_topic, key, _encode(_event(item, stamp))))
+                    n_events += 1
+            if stored_time is not None:
+                rows.marks.append(mark(stored_time, raw))
+            outcomes[0 if not failed else 1 if stored_time is not None else 2] += 1
+        for counter, count in zip((_OK, _PARTIAL, _FAILED), outcomes, strict=True):
+            counter.inc(count)
+        READINGS.inc(n_readings)
+        EVENTS.inc(n_events)
+        return [DecodeOutput(rows, decoded, dlq)]
+
+
+def _reading(r: Reading, stamp: str) -> ReadingRecord:
+    return ReadingRecord(
+        "reading",
+        r.mac,
+        r.connector,
+        r.pin,
+        r.label,
+        r.value,
+        r.unit,
+        stamp,
+        r.sensor_id,
+        r.datapoint_id,
+        r.registry_version,
+    )
+
+
+def _event(e: Event, stamp: str) -> EventRecord:
+    return EventRecord(
+        "event",
+        e.mac,
+        e.connector,
+        e.component,
+        e.field,
+        e.value,
+        stamp,
+        None,
+        None,
+        e.registry_version,
+    )

@@ -1,0 +1,316 @@
+"""MQTT v5 as a Bytewax source: K persistent sessions, shared subscriptions, acked after the epoch.
+
+Delivery guarantee: at-least-once. Each source partition ``s<i>`` is one MQTT v5 session with a
+stable client id (``<prefix>-s<i>``), ``clean_start=False`` and a session expiry, subscribed with
+QoS 1 to ``$share/<group>/<filter>`` for every filter (default ``stat/#`` and ``tele/#``) and
+``manual_ack``: the broker keeps every message it sent us and did not get a PUBACK for, and
+re-sends it when the session reconnects. A message is acknowledged only on the first
+``next_batch()`` after the ``snapshot()`` that closed the epoch it was emitted in; Bytewax 0.21
+calls ``next_batch()`` again only once every output finished that epoch (without recovery: the
+outputs' probe), and the checked Kafka sink finishes an epoch only when Kafka stored every record
+of it. So nothing is acknowledged before Kafka stored it; a crash at any point re-delivers what
+was not yet acknowledged (duplicates, never gaps). Acks of messages received on an earlier
+connection are not sent (the broker re-sends those messages on the new connection).
+
+Back-pressure and memory: the broker sends at most ``receive_maximum`` unacknowledged messages
+per session, so the source holds at most ``partitions × receive_maximum`` messages; while an
+output blocks (Kafka down) the broker queues the rest in the persistent session. Size
+``receive_maximum`` ≥ rate per session × (epoch + sink time), and the broker's queue limits for
+rate × the longest outage to survive.
+
+The paho network thread only appends to a deque; ``next_batch`` never blocks. paho reconnects
+with exponential backoff (1 s … 30 s) by itself, also when the broker is down at start.
+Emits :class:`schemas.records.RawMessage` (``topic``, ``payload`` unchanged, ``received_at_ms``,
+``qos``, ``retain``; the ``source_*`` fields keep their defaults).
+
+Changing the partition count strands the sessions no longer built: their queued messages (and,
+for a shared subscription, their share of new ones) wait until the session expires. Drain with
+the old count first, then remove them with :func:`forget_sessions`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import time
+from collections import deque
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import paho.mqtt.client as mqtt
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from prometheus_client import Counter, Gauge
+
+from schemas.records import RawMessage
+from schemas.settings import Settings
+
+log = logging.getLogger("f2.ingest")
+
+RECEIVED = Counter("f2_ingest_received", "MQTT messages emitted into the flow", ["partition"])
+ACKED = Counter("f2_ingest_acked", "MQTT messages acknowledged (PUBACK sent)", ["partition"])
+ACKS_SKIPPED = Counter(
+    "f2_ingest_acks_skipped",
+    "Acks not sent because the message came on an earlier connection (broker re-sends it)",
+    ["partition"],
+)
+UNACKED = Gauge(
+    "f2_ingest_unacked", "Messages received from MQTT and not yet acknowledged", ["partition"]
+)
+CONNECTED = Gauge(
+    "f2_ingest_mqtt_connected", "1 while the MQTT session is connected", ["partition"]
+)
+CONNECTS = Counter(
+    "f2_ingest_mqtt_connects", "MQTT connection attempts by result", ["partition", "result"]
+)
+
+RECONNECT_DELAY_S = (1, 30)
+_IDLE = timedelta(milliseconds=10)
+
+
+class MqttSourceSettings(msgspec.Struct, frozen=True):
+    """The ingest source's knobs (``F2_INGEST_*``) plus the MQTT connection settings."""
+
+    host: str
+    port: int
+    username: str
+    password: str
+    partitions: int = 4
+    share_group: str = "f2-ingest"
+    client_prefix: str = "f2-ingest"
+    topic_filters: tuple[str, ...] = ("stat/#", "tele/#")
+    session_expiry_s: int = 7 * 24 * 3600
+    receive_maximum: int = 20000
+    batch_size: int = 2000
+    keepalive_s: int = 30
+    tls: bool = False
+    ca_file: str = ""
+
+
+def load_source_settings(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> MqttSourceSettings:
+    """Source settings: connection from ``settings``, knobs from ``F2_INGEST_*``/``F2_MQTT_TLS``."""
+    env = os.environ if environ is None else environ
+    default = MqttSourceSettings(
+        settings.mqtt_host, settings.mqtt_port, settings.mqtt_username, settings.mqtt_password
+    )
+    filters = env.get("F2_INGEST_TOPICS", ",".join(default.topic_filters))
+    return MqttSourceSettings(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        username=settings.mqtt_username,
+        password=settings.mqtt_password,
+        partitions=int(env.get("F2_INGEST_PARTITIONS", default.partitions)),
+        share_group=env.get("F2_INGEST_SHARE_GROUP", default.share_group),
+        client_prefix=env.get("F2_INGEST_CLIENT_PREFIX", default.client_prefix),
+        topic_filters=tuple(f.strip() for f in filters.split(",") if f.strip()),
+        session_expiry_s=int(env.get("F2_INGEST_SESSION_EXPIRY_S", default.session_expiry_s)),
+        receive_maximum=int(env.get("F2_INGEST_RECEIVE_MAXIMUM", default.receive_maximum)),
+        batch_size=int(env.get("F2_INGEST_BATCH_SIZE", default.batch_size)),
+        keepalive_s=int(env.get("F2_INGEST_KEEPALIVE_S", default.keepalive_s)),
+        tls=env.get("F2_MQTT_TLS", "0").lower() in ("1", "true", "yes"),
+        ca_file=env.get("F2_MQTT_CA_FILE", ""),
+    )
+
+
+def new_client(config: MqttSourceSettings, client_id: str, manual_ack: bool) -> mqtt.Client:
+    """A paho MQTT v5 client with credentials and TLS from ``config`` (not connected)."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if config.username:
+        client.username_pw_set(config.username, config.password)
+    if config.tls:
+        client.tls_set(ca_certs=config.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
+    client.reconnect_delay_set(*RECONNECT_DELAY_S)
+    return client
+
+
+def client_id(config: MqttSourceSettings, partition: str) -> str:
+    """The stable MQTT client id of one source partition (the broker's session key)."""
+    return f"{config.client_prefix}-{partition}"
+
+
+def forget_sessions(config: MqttSourceSettings, timeout_s: float = 10.0) -> int:
+    """Delete the broker-side sessions of every partition (queued messages are discarded).
+
+    For tests, benchmarks and shrinking the partition count after a drain; returns how many
+    sessions were reached.
+    """
+    done = 0
+    for index in range(config.partitions):
+        client = new_client(config, client_id(config, f"s{index}"), manual_ack=False)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0
+        try:
+            client.connect(
+                config.host, config.port, keepalive=10, clean_start=True, properties=props
+            )
+        except OSError:
+            continue
+        client.loop_start()
+        deadline = time.monotonic() + timeout_s
+        while not client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        done += client.is_connected()
+        client.disconnect()
+        client.loop_stop()
+    return done
+
+
+class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
+    """One MQTT session. Acks in receive order, only for the current connection's messages."""
+
+    def __init__(self, config: MqttSourceSettings, partition: str) -> None:
+        self._config = config
+        self._partition = partition
+        self._client_id = client_id(config, partition)
+        # (connection generation, packet id, message), appended by the paho network thread.
+        self._inbox: deque[tuple[int, int, RawMessage]] = deque()
+        self._generation = 0
+        self._emitted: list[tuple[int, int]] = []
+        self._to_ack: list[tuple[int, int]] = []
+        self._received = RECEIVED.labels(partition)
+        self._acked = ACKED.labels(partition)
+        self._skipped = ACKS_SKIPPED.labels(partition)
+        self._unacked = UNACKED.labels(partition)
+        self._connected = CONNECTED.labels(partition)
+        self._client = self._connect()
+
+    def _connect(self) -> mqtt.Client:
+        client = new_client(self._config, self._client_id, manual_ack=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self._config.session_expiry_s
+        props.ReceiveMaximum = self._config.receive_maximum
+        client.connect_async(
+            self._config.host,
+            self._config.port,
+            keepalive=self._config.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
+        client.loop_start()
+        return client
+
+    def _on_connect(self, client: mqtt.Client, _u: object, flags, reason_code, _p) -> None:
+        if reason_code.is_failure:
+            CONNECTS.labels(self._partition, "refused").inc()
+            log.warning(
+                "mqtt connect refused",
+                extra={"stage": "ingest", "partition": self._partition, "reason": str(reason_code)},
+            )
+            return
+        self._generation += 1
+        CONNECTS.labels(self._partition, "ok").inc()
+        self._connected.set(1)
+        options = SubscribeOptions(qos=1)
+        group = self._config.share_group
+        client.subscribe([(f"$share/{group}/{f}", options) for f in self._config.topic_filters])
+        log.info(
+            "mqtt session connected",
+            extra={
+                "stage": "ingest",
+                "partition": self._partition,
+                "client_id": self._client_id,
+                "session_present": bool(flags.session_present),
+            },
+        )
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f, reason_code, _p) -> None:
+        self._connected.set(0)
+        CONNECTS.labels(self._partition, "lost").inc()
+        log.warning(
+            "mqtt session disconnected; reconnecting",
+            extra={"stage": "ingest", "partition": self._partition, "reason": str(reason_code)},
+        )
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: object, _mid: int, reason_codes, _p) -> None:
+        failed = [str(code) for code in reason_codes if code.is_failure]
+        if failed:
+            log.error(
+                "mqtt subscribe refused (check the broker ACL)",
+                extra={"stage": "ingest", "partition": self._partition, "reason": failed[0]},
+            )
+            return
+        log.info(
+            "mqtt session subscribed",
+            extra={"stage": "ingest", "partition": self._partition, "client_id": self._client_id},
+        )
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        raw = RawMessage(
+            msg.topic, msg.payload, time.time_ns() // 1_000_000, msg.qos, bool(msg.retain)
+        )
+        self._inbox.append((self._generation, msg.mid, raw))
+
+    def next_batch(self) -> list[RawMessage]:
+        if self._to_ack:
+            self._ack_closed_epochs()
+        inbox = self._inbox
+        count = min(len(inbox), self._config.batch_size)
+        if not count:
+            return []
+        popleft = inbox.popleft
+        emitted = self._emitted
+        batch = []
+        for _ in range(count):
+            generation, mid, raw = popleft()
+            if raw.qos:
+                emitted.append((generation, mid))
+            batch.append(raw)
+        self._received.inc(count)
+        self._unacked.set(len(emitted) + len(self._to_ack))
+        return batch
+
+    def _ack_closed_epochs(self) -> None:
+        current = self._generation
+        ack = self._client.ack
+        sent = 0
+        for generation, mid in self._to_ack:
+            if generation == current:
+                ack(mid, 1)
+                sent += 1
+        self._acked.inc(sent)
+        if sent < len(self._to_ack):
+            self._skipped.inc(len(self._to_ack) - sent)
+        self._to_ack = []
+        self._unacked.set(len(self._emitted))
+
+    def next_awake(self) -> datetime | None:
+        if self._inbox:
+            return None
+        return datetime.now(UTC) + _IDLE
+
+    def snapshot(self) -> None:
+        self._to_ack.extend(self._emitted)
+        self._emitted = []
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+class MqttSource(FixedPartitionedSource[RawMessage, None]):
+    """``config.partitions`` MQTT sessions ``s0``…``s<K-1>``, spread over the flow's workers."""
+
+    def __init__(self, config: MqttSourceSettings) -> None:
+        self._config = config
+
+    def list_parts(self) -> list[str]:
+        return [f"s{i}" for i in range(self._config.partitions)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _MqttPartition:
+        return _MqttPartition(self._config, for_part)

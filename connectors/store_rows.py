@@ -1,0 +1,127 @@
+"""Rows for the timeseries database, and the batches the decode flow hands to the writer.
+
+Delivery guarantee: none by itself; this module only shapes data. A :class:`RowBatch` is what
+travels from the decode step to the storage batching step (it is pickled into recovery snapshots
+while buffered), so it stays a plain Struct of tuples.
+
+Row shapes (the column order of :data:`READING_COLUMNS` / :data:`EVENT_COLUMNS`, then the origin):
+
+- reading: ``(time, sensor_id, datapoint_id, value, registry_version, raw, label)``
+- event: ``(time, controller_id, mac, connector, component, field, value_bool, value_num,
+  value_text, registry_version, raw, field)``
+
+``raw`` (the :class:`~schemas.records.RawMessage` the row was decoded from) and the label travel
+with the row so that a row the database refuses can be dead-lettered with its original message.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from schemas.records import ControllerEntry, Event, RawMessage, Reading
+
+READING_COLUMNS = ("time", "sensor_id", "datapoint_id", "value", "registry_version")
+READING_TYPES = ("timestamptz", "int4", "int4", "float8", "int8")
+EVENT_COLUMNS = (
+    "time",
+    "controller_id",
+    "mac",
+    "connector",
+    "component",
+    "field",
+    "value_bool",
+    "value_num",
+    "value_text",
+    "registry_version",
+)
+EVENT_TYPES = (
+    "timestamptz",
+    "int4",
+    "text",
+    "text",
+    "text",
+    "text",
+    "bool",
+    "float8",
+    "text",
+    "int8",
+)
+READING_WIDTH = len(READING_COLUMNS)
+EVENT_WIDTH = len(EVENT_COLUMNS)
+
+ReadingRow = tuple[Any, ...]
+EventRow = tuple[Any, ...]
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    """A row the database refused (``store_rejected``): its message, label or field, and why."""
+
+    raw: RawMessage
+    label: str
+    table: str
+    detail: str
+
+
+class RowBatch(msgspec.Struct):
+    """Rows decoded from one or more source batches, plus what the writer does with them.
+
+    ``entries`` are registry entries loaded while decoding these rows (the writer upserts them into
+    the dimension tables); ``marks`` hold one ``(device time, receive time)`` pair in epoch seconds
+    per stored message, for the end-to-end latency histograms.
+    """
+
+    readings: list[ReadingRow] = msgspec.field(default_factory=list)
+    events: list[EventRow] = msgspec.field(default_factory=list)
+    entries: list[ControllerEntry] = msgspec.field(default_factory=list)
+    marks: list[tuple[float, float]] = msgspec.field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.readings) + len(self.events)
+
+    def extend(self, other: RowBatch) -> None:
+        """Append ``other``'s content to this batch."""
+        self.readings.extend(other.readings)
+        self.events.extend(other.events)
+        self.entries.extend(other.entries)
+        self.marks.extend(other.marks)
+
+
+def reading_row(reading: Reading, raw: RawMessage) -> ReadingRow:
+    """The row of one reading."""
+    return (
+        reading.time,
+        reading.sensor_id,
+        reading.datapoint_id,
+        reading.value,
+        reading.registry_version,
+        raw,
+        reading.label,
+    )
+
+
+def event_row(event: Event, raw: RawMessage) -> EventRow:
+    """The row of one event: its value in the column of its type (bool, number or text)."""
+    value = event.value
+    kind = type(value)
+    return (
+        event.time,
+        event.controller_id,
+        event.mac,
+        event.connector,
+        event.component,
+        event.field,
+        value if kind is bool else None,
+        float(value) if kind is float or kind is int else None,
+        value if kind is str else None,
+        event.registry_version,
+        raw,
+        event.field,
+    )
+
+
+def mark(time: datetime, raw: RawMessage) -> tuple[float, float]:
+    """The latency mark of one stored message: device time and receive time, epoch seconds."""
+    return (time.timestamp(), raw.received_at_ms / 1000.0)

@@ -1,0 +1,512 @@
+"""Storage writer for the timeseries database: batched, COPY-based, idempotent, never stalled.
+
+Delivery guarantee: exactly-once rows. Batches are built by :class:`StoreBatcher`, a Bytewax
+``StatefulLogic`` whose recovery snapshot holds both its buffer and the batch being written (on
+the writer's thread, one in flight per shard), so every row is either committed in the database
+or in the snapshot the flow resumes from. A resumed flow replays the rows of its last
+uncommitted epoch: the write is ``COPY (binary)`` into a session temp table, then
+``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` on the unique keys (readings: sensor, data point,
+time; events: controller, connector, component, field, time), so a replayed row leaves no
+duplicate.
+
+Failures: a row the database refuses (``DataError``/``IntegrityError``, e.g. a NUL byte in text)
+does not block the rest: the batch is bisected until the refused rows are isolated, every other
+row is stored, and the refused ones are returned as :class:`~connectors.store_rows.Rejected` for
+the flow to dead-letter (``stage=store``, ``store_rejected``). Any other database failure (server
+down, connection lost) is retried with capped exponential backoff, forever: nothing is dropped,
+the flow waits (bounded memory: the source is not polled while the worker writes).
+
+Batching rule: a shard's buffer is flushed when it holds ``F2_STORE_BATCH_ROWS`` rows (default
+5000), or ``F2_STORE_BATCH_MS`` milliseconds (default 250) after the first row entered the empty
+buffer, whichever comes first (not an idle timeout: a steady trickle still flushes every T ms).
+
+Replace mode (``replace_older=True``, used by ``f2 replay``): readings are upserted instead,
+``ON CONFLICT (sensor_id, datapoint_id, time) DO UPDATE SET value, registry_version`` only where the
+stored row has an older registry version AND a different value (a row a newer registry decodes to
+the same value is left alone); duplicate keys within one batch keep the newest version. Events are
+written as in the live flow (``DO NOTHING``): their values do not depend on the registry. The
+live flow's path is unchanged. Rows inserted/replaced/left alone are added up in
+:attr:`TimeseriesWriter.counts` (per table, committed transactions only, so bisection retries do
+not count twice).
+
+Partitions: at connect and then every hour the writer calls ``f2_ensure_partitions(ahead, 1)``
+(``F2_STORE_PARTITIONS_AHEAD_DAYS``, default 3), which the storage migrations define per backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+import msgspec
+import psycopg
+from bytewax.operators import StatefulLogic
+from prometheus_client import Counter, Histogram
+from psycopg import sql
+
+from connectors.store_rows import (
+    EVENT_COLUMNS,
+    EVENT_TYPES,
+    EVENT_WIDTH,
+    READING_COLUMNS,
+    READING_TYPES,
+    READING_WIDTH,
+    EventRow,
+    ReadingRow,
+    Rejected,
+    RowBatch,
+)
+from schemas.reasons import STORE_REJECTED
+from schemas.records import ControllerEntry
+from schemas.topics import mac_from_topic
+
+log = logging.getLogger("f2.store")
+
+ROWS = Counter(
+    "f2_store_rows", "Rows handed to the database, by table and outcome", ["table", "outcome"]
+)
+BATCH_ROWS = Histogram(
+    "f2_store_batch_rows",
+    "Rows per storage flush",
+    buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 20000, 50000),
+)
+FLUSH_SECONDS = Histogram(
+    "f2_store_flush_seconds",
+    "Time to write one flush (including retries and bisection)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+RETRIES = Counter("f2_store_retries", "Storage writes retried after a failure", ["reason"])
+PARTITIONS_CREATED = Counter("f2_store_partitions_created", "Time partitions created ahead")
+LATENCY = Histogram(
+    "f2_e2e_latency_seconds",
+    "From the device timestamp (since=device) or the ingest receive time (since=receive) of a "
+    "message to the database commit of its rows (at most 200 evenly spaced samples per flush)",
+    ["since"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 86400),
+)
+_LATENCY_DEVICE = LATENCY.labels("device")
+_LATENCY_RECEIVE = LATENCY.labels("receive")
+
+ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
+MAINTENANCE_INTERVAL_S = 3600.0
+WRITE_POLL = timedelta(milliseconds=5)
+LATENCY_SAMPLES = 200  # latency observations per flush at most (evenly spaced over its messages)
+
+
+class WriteCounts(msgspec.Struct):
+    """Rows of one table over a writer's life: inserted, replaced (newer version), left alone
+    (already stored, or not newer/different), refused by the database."""
+
+    inserted: int = 0
+    replaced: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+
+
+class StoreSettings(msgspec.Struct, frozen=True):
+    """The writer's knobs (``F2_STORE_*``)."""
+
+    batch_rows: int = 5000
+    batch_ms: int = 250
+    shards: int = 1
+    partitions_ahead_days: int = 3
+    retry_max_s: float = 10.0
+
+
+def load_store_settings(environ: Mapping[str, str] | None = None) -> StoreSettings:
+    """:class:`StoreSettings` from ``F2_STORE_*`` variables, defaults for the local stack."""
+    env = os.environ if environ is None else environ
+    base = StoreSettings()
+    return StoreSettings(
+        batch_rows=int(env.get("F2_STORE_BATCH_ROWS", base.batch_rows)),
+        batch_ms=int(env.get("F2_STORE_BATCH_MS", base.batch_ms)),
+        shards=int(env.get("F2_STORE_SHARDS", base.shards)),
+        partitions_ahead_days=int(
+            env.get("F2_STORE_PARTITIONS_AHEAD_DAYS", base.partitions_ahead_days)
+        ),
+        retry_max_s=float(env.get("F2_STORE_RETRY_MAX_S", base.retry_max_s)),
+    )
+
+
+_STAGE_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS f2_readings_stage (time timestamptz, sensor_id int4,"
+    " datapoint_id int4, value float8, registry_version int8) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS f2_events_stage (time timestamptz, controller_id int4,"
+    " mac text, connector text, component text, field text, value_bool bool, value_num float8,"
+    " value_text text, registry_version int8) ON COMMIT DELETE ROWS",
+)
+_READING_COLS = sql.SQL(", ").join(map(sql.Identifier, READING_COLUMNS))
+_EVENT_COLS = sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
+_COPY_READINGS = sql.SQL("COPY f2_readings_stage ({}) FROM STDIN (FORMAT BINARY)").format(
+    _READING_COLS
+)
+_COPY_EVENTS = sql.SQL("COPY f2_events_stage ({}) FROM STDIN (FORMAT BINARY)").format(_EVENT_COLS)
+_MERGE_READINGS = sql.SQL(
+    "INSERT INTO readings ({cols}) SELECT {cols} FROM f2_readings_stage ON CONFLICT DO NOTHING"
+).format(cols=_READING_COLS)
+_UPSERT_READINGS = sql.SQL(
+    "INSERT INTO readings AS r ({cols})"
+    " SELECT DISTINCT ON (sensor_id, datapoint_id, time) {cols} FROM f2_readings_stage"
+    " ORDER BY sensor_id, datapoint_id, time, registry_version DESC"
+    " ON CONFLICT (sensor_id, datapoint_id, time) DO UPDATE SET value = EXCLUDED.value,"
+    " registry_version = EXCLUDED.registry_version"
+    " WHERE r.registry_version < EXCLUDED.registry_version"
+    " AND r.value IS DISTINCT FROM EXCLUDED.value"
+).format(cols=_READING_COLS)
+# Distinct keys of the staged readings and how many of them are stored already (replace mode's
+# counts; PostgreSQL cannot tell inserted from updated rows of a partitioned table in RETURNING).
+_EXISTING_READINGS = (
+    "SELECT count(*), count(r.sensor_id) FROM (SELECT DISTINCT sensor_id, datapoint_id, time"
+    " FROM f2_readings_stage) s LEFT JOIN readings r USING (sensor_id, datapoint_id, time)"
+)
+_MERGE_EVENTS = sql.SQL(
+    "INSERT INTO device_events ({cols}) SELECT {cols} FROM f2_events_stage ON CONFLICT DO NOTHING"
+).format(cols=_EVENT_COLS)
+_UPSERT_CONTROLLER = (
+    "INSERT INTO controllers AS t (controller_id, mac, time_zone, registry_version, updated_at)"
+    " VALUES (%s, %s, %s, %s, now()) ON CONFLICT (controller_id) DO UPDATE SET mac = EXCLUDED.mac,"
+    " time_zone = EXCLUDED.time_zone, registry_version = EXCLUDED.registry_version,"
+    " updated_at = now() WHERE t.registry_version <= EXCLUDED.registry_version"
+)
+_UPSERT_SENSOR = (
+    "INSERT INTO sensors AS t (sensor_id, controller_id, connector_number, pin, template_id, model,"
+    " frame_format, registry_version, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())"
+    " ON CONFLICT (sensor_id) DO UPDATE SET controller_id = EXCLUDED.controller_id,"
+    " connector_number = EXCLUDED.connector_number, pin = EXCLUDED.pin,"
+    " template_id = EXCLUDED.template_id, model = EXCLUDED.model,"
+    " frame_format = EXCLUDED.frame_format, registry_version = EXCLUDED.registry_version,"
+    " updated_at = now() WHERE t.registry_version <= EXCLUDED.registry_version"
+)
+_UPSERT_DATAPOINT = (
+    "INSERT INTO data_points AS t (datapoint_id, template_id, label, encoding, byte_order, unit,"
+    " prepend, append, whole_number, decimals, data_format, realtime_chart, historical_chart,"
+    " registry_version, updated_at)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())"
+    " ON CONFLICT (datapoint_id) DO UPDATE SET template_id = EXCLUDED.template_id,"
+    " label = EXCLUDED.label, encoding = EXCLUDED.encoding, byte_order = EXCLUDED.byte_order,"
+    " unit = EXCLUDED.unit, prepend = EXCLUDED.prepend, append = EXCLUDED.append,"
+    " whole_number = EXCLUDED.whole_number, decimals = EXCLUDED.decimals,"
+    " data_format = EXCLUDED.data_format, realtime_chart = EXCLUDED.realtime_chart,"
+    " historical_chart = EXCLUDED.historical_chart, registry_version = EXCLUDED.registry_version,"
+    " updated_at = now() WHERE t.registry_version <= EXCLUDED.registry_version"
+)
+
+
+def dimension_rows(
+    entries: Iterable[ControllerEntry],
+) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """Controller, sensor and data point rows of ``entries`` (newest version per controller)."""
+    newest: dict[str, ControllerEntry] = {}
+    for entry in entries:
+        if entry.mac not in newest or newest[entry.mac].version < entry.version:
+            newest[entry.mac] = entry
+    controllers, sensors, points = [], [], {}
+    for entry in newest.values():
+        version = entry.version
+        controllers.append((entry.controller_id, entry.mac, entry.timezone, version))
+        for key, sensor in entry.sensors.items():
+            connector, pin = (int(part) for part in key.split(":"))
+            sensors.append(
+                (
+                    sensor.sensor_id,
+                    entry.controller_id,
+                    connector,
+                    pin,
+                    sensor.template_id,
+                    sensor.model,
+                    sensor.frame_format,
+                    version,
+                )
+            )
+            for p in sensor.datapoints:
+                points[p.datapoint_id] = (
+                    p.datapoint_id,
+                    sensor.template_id,
+                    p.label,
+                    p.encoding,
+                    p.byte_order,
+                    p.unit,
+                    p.prepend,
+                    p.append,
+                    p.whole_number,
+                    p.decimals,
+                    p.data_format,
+                    p.realtime_chart,
+                    p.historical_chart,
+                    version,
+                )
+    return controllers, sensors, list(points.values())
+
+
+class TimeseriesWriter:
+    """Writes :class:`RowBatch` es to the timeseries database (one connection, one thread)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        settings: StoreSettings | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        replace_older: bool = False,
+    ) -> None:
+        self._dsn = dsn
+        self._settings = settings or StoreSettings()
+        self._sleep = sleep
+        self._replace = replace_older
+        self.counts = {"readings": WriteCounts(), "device_events": WriteCounts()}
+        self._conn: psycopg.Connection | None = None
+        self._next_maintenance = 0.0
+
+    def write(self, batch: RowBatch) -> list[Rejected]:
+        """Store ``batch``; return the rows the database refused. Blocks until stored."""
+        started = time.perf_counter()
+        delay = 0.1
+        while True:
+            try:
+                conn = self._connection()
+                if batch.entries:
+                    self._upsert_dimensions(conn, batch.entries)
+                rejected = self._store(conn, batch.readings, batch.events)
+                break
+            except psycopg.Error as exc:
+                reason = type(exc).__name__
+                RETRIES.labels(reason).inc()
+                log.warning(
+                    "storage write failed; retrying",
+                    extra={"stage": "store", "reason": reason, "detail": str(exc)[:300]},
+                )
+                self.close()
+                self._sleep(delay)
+                delay = min(delay * 2, self._settings.retry_max_s)
+        committed = time.time()
+        marks = batch.marks
+        for device_s, receive_s in marks[:: max(1, len(marks) // LATENCY_SAMPLES)]:
+            _LATENCY_DEVICE.observe(committed - device_s)
+            if receive_s > 0:
+                _LATENCY_RECEIVE.observe(committed - receive_s)
+        BATCH_ROWS.observe(len(batch))
+        FLUSH_SECONDS.observe(time.perf_counter() - started)
+        return rejected
+
+    def close(self) -> None:
+        """Drop the connection (the next write reconnects)."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            conn = psycopg.connect(self._dsn, autocommit=True)
+            for ddl in _STAGE_DDL:
+                conn.execute(ddl)
+            self._conn = conn
+            self._next_maintenance = 0.0
+        if time.monotonic() >= self._next_maintenance:
+            row = self._conn.execute(
+                "SELECT f2_ensure_partitions(%s, 1)", (self._settings.partitions_ahead_days,)
+            ).fetchone()
+            PARTITIONS_CREATED.inc(row[0] if row and row[0] else 0)
+            self._next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL_S
+        return self._conn
+
+    def _upsert_dimensions(self, conn: psycopg.Connection, entries: list[ControllerEntry]) -> None:
+        controllers, sensors, points = dimension_rows(entries)
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(_UPSERT_CONTROLLER, controllers)
+                cur.executemany(_UPSERT_SENSOR, sensors)
+                cur.executemany(_UPSERT_DATAPOINT, points)
+        except ROW_ERRORS as exc:
+            ROWS.labels("dimensions", "rejected").inc(len(controllers))
+            log.warning(
+                "dimension rows refused",
+                extra={"stage": "store", "reason": "store_rejected", "detail": str(exc)[:300]},
+            )
+
+    def _store(
+        self, conn: psycopg.Connection, readings: list[ReadingRow], events: list[EventRow]
+    ) -> list[Rejected]:
+        """Write both row lists; on a refused row, bisect until it is isolated."""
+        try:
+            self._transaction(conn, readings, events)
+            return []
+        except ROW_ERRORS as exc:
+            if len(readings) + len(events) == 1:
+                rejected = _rejected(readings, events, exc)
+                self.counts[rejected.table].rejected += 1
+                return [rejected]
+        if readings and events:
+            return self._store(conn, readings, []) + self._store(conn, [], events)
+        if readings:
+            half = len(readings) // 2
+            return self._store(conn, readings[:half], []) + self._store(conn, readings[half:], [])
+        half = len(events) // 2
+        return self._store(conn, [], events[:half]) + self._store(conn, [], events[half:])
+
+    def _transaction(
+        self, conn: psycopg.Connection, readings: list[ReadingRow], events: list[EventRow]
+    ) -> None:
+        with conn.transaction(), conn.cursor() as cur:
+            inserted_r = replaced_r = inserted_e = 0
+            if readings:
+                with cur.copy(_COPY_READINGS) as copy:
+                    copy.set_types(READING_TYPES)
+                    write_row = copy.write_row
+                    for row in readings:
+                        write_row(row[:READING_WIDTH])
+                if self._replace:
+                    keys, existing = cur.execute(_EXISTING_READINGS).fetchone()
+                    cur.execute(_UPSERT_READINGS)
+                    inserted_r = max(keys - existing, 0)
+                    replaced_r = max(cur.rowcount - inserted_r, 0)
+                else:
+                    cur.execute(_MERGE_READINGS)
+                    inserted_r = cur.rowcount
+            if events:
+                with cur.copy(_COPY_EVENTS) as copy:
+                    copy.set_types(EVENT_TYPES)
+                    write_row = copy.write_row
+                    for row in events:
+                        write_row(row[:EVENT_WIDTH])
+                cur.execute(_MERGE_EVENTS)
+                inserted_e = cur.rowcount
+        if readings:
+            self._count("readings", len(readings), inserted_r, replaced_r)
+        if events:
+            self._count("device_events", len(events), inserted_e, 0)
+
+    def _count(self, table: str, rows: int, inserted: int, replaced: int) -> None:
+        unchanged = max(rows - inserted - replaced, 0)
+        counts = self.counts[table]
+        counts.inserted += inserted
+        counts.replaced += replaced
+        counts.unchanged += unchanged
+        ROWS.labels(table, "inserted").inc(inserted)
+        ROWS.labels(table, "duplicate").inc(unchanged)
+        if replaced:
+            ROWS.labels(table, "replaced").inc(replaced)
+
+
+def _rejected(readings: list[ReadingRow], events: list[EventRow], exc: Exception) -> Rejected:
+    detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    if readings:
+        row, table = readings[0], "readings"
+    else:
+        row, table = events[0], "device_events"
+    ROWS.labels(table, "rejected").inc()
+    log.warning(
+        "row refused by the database",
+        extra={
+            "stage": "store",
+            "mac": mac_from_topic(row[-2].topic),
+            "reason": STORE_REJECTED,
+            "table": table,
+            "detail": detail,
+        },
+    )
+    return Rejected(raw=row[-2], label=row[-1], table=table, detail=detail)
+
+
+_local = threading.local()
+
+
+def thread_submitter(
+    dsn: str, settings: StoreSettings
+) -> Callable[[RowBatch], Future[list[Rejected]]]:
+    """This worker thread's ``submit``: writes run on one writer thread with its own connection."""
+    submit = getattr(_local, "submit", None)
+    if submit is None:
+        writer = TimeseriesWriter(dsn, settings)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="f2-store")
+        submit = _local.submit = partial(pool.submit, writer.write)
+    return submit
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class StoreBatcher(StatefulLogic[RowBatch, Rejected, RowBatch]):
+    """Buffers one shard's rows and writes them at N rows or T ms after the first buffered row.
+
+    Writes are pipelined: a full buffer is handed to the writer's own thread (``submit``) and the
+    next buffer fills while it runs (PostgreSQL works on the other core meanwhile); at most one
+    write is in flight, so the next flush waits for it (backpressure). The recovery snapshot is
+    the in-flight batch plus the buffer, so an epoch never commits rows that are not stored yet;
+    after a crash they are written again (idempotent). Emits the rows the database refused.
+    """
+
+    def __init__(
+        self,
+        submit: Callable[[RowBatch], Future[list[Rejected]]],
+        settings: StoreSettings,
+        resume: RowBatch | None = None,
+        now: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._submit = submit
+        self._max_rows = settings.batch_rows
+        self._timeout = timedelta(milliseconds=settings.batch_ms)
+        self._now = now
+        self._buf = resume if resume is not None and (len(resume) or resume.entries) else None
+        self._deadline = now() + self._timeout if self._buf is not None else None
+        self._inflight: tuple[Future[list[Rejected]], RowBatch] | None = None
+
+    def on_item(self, value: RowBatch) -> tuple[list[Rejected], bool]:
+        if self._buf is None:
+            self._buf = RowBatch()
+            self._deadline = self._now() + self._timeout
+        self._buf.extend(value)
+        out = self._collect(wait=False)
+        if len(self._buf) >= self._max_rows:
+            out += self._start()
+        return out, self._keep()
+
+    def on_notify(self) -> tuple[list[Rejected], bool]:
+        out = self._collect(wait=False)
+        if self._deadline is not None and self._now() >= self._deadline:
+            out += self._start()
+        return out, self._keep()
+
+    def on_eof(self) -> tuple[list[Rejected], bool]:
+        out = self._start()
+        out += self._collect(wait=True)
+        return out, self._keep()
+
+    def notify_at(self) -> datetime | None:
+        if self._inflight is None:
+            return self._deadline
+        poll = self._now() + WRITE_POLL
+        return poll if self._deadline is None else min(poll, self._deadline)
+
+    def snapshot(self) -> RowBatch:
+        snap = RowBatch()
+        if self._inflight is not None:
+            snap.extend(self._inflight[1])
+        if self._buf is not None:
+            snap.extend(self._buf)
+        return snap
+
+    def _start(self) -> list[Rejected]:
+        """Hand the buffer to the writer (after the write in flight, if any, finished)."""
+        out = self._collect(wait=True)
+        buf, self._buf, self._deadline = self._buf, None, None
+        if buf is not None and (len(buf) or buf.entries):
+            self._inflight = (self._submit(buf), buf)
+        return out
+
+    def _collect(self, wait: bool) -> list[Rejected]:
+        if self._inflight is None or (not wait and not self._inflight[0].done()):
+            return []
+        future, self._inflight = self._inflight[0], None
+        return future.result()
+
+    def _keep(self) -> bool:
+        idle = self._buf is None and self._inflight is None
+        return StatefulLogic.DISCARD if idle else StatefulLogic.RETAIN

@@ -1,0 +1,114 @@
+"""dataflows.ingest: MQTT ``stat/#`` + ``tele/#`` → Kafka ``raw_iot_data`` (bad topics → DLQ).
+
+    MQTT sessions s0..sK-1 (MqttSource, shared subscription, QoS 1, manual ack)
+        │ RawMessage
+    to_kafka (flat_map_batch): key = MAC from the topic, value = payload unchanged,
+        │                     headers mqtt_topic, mqtt_qos, mqtt_retain, received_at (epoch ms);
+        │                     a topic off the grammar → dlq_iot_data, reason bad_topic, stage ingest
+    CheckedKafkaSink (returns only when Kafka stored the batch; the MQTT acks wait for it)
+
+Guarantee: at-least-once from the broker's PUBACK to Kafka (see ``connectors.mqtt_source`` and
+``connectors.kafka_sink``). Run WITHOUT recovery: the flow is stateless; the broker's persistent
+sessions are the buffer. Keep the epoch short (``-s 1``): a message is acknowledged after the epoch
+it was emitted in completes.
+
+Run (``f2 run ingest`` does this, in the foreground, and prints ``ready``)::
+
+    python -m bytewax.run dataflows.ingest -s 1
+
+Metrics on Bytewax's API server, port 3031 unless ``BYTEWAX_DATAFLOW_API_PORT`` says otherwise
+(``BYTEWAX_DATAFLOW_API_ENABLED`` defaults to on; ``dataflow.json`` goes to the stack directory).
+Configuration: ``schemas.settings`` (``F2_MQTT_*``, ``F2_KAFKA_BOOTSTRAP``, ``F2_TOPIC_*``),
+``F2_INGEST_*`` (``connectors.mqtt_source``) and ``F2_KAFKA_*`` (``connectors.kafka_sink``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from prometheus_client import Counter
+
+from connectors.kafka_sink import CheckedKafkaSink, KafkaRecord
+from connectors.logs import configure_logging
+from connectors.mqtt_source import MqttSource, load_source_settings
+from schemas.reasons import BAD_TOPIC
+from schemas.records import DecodeError, RawMessage
+from schemas.settings import Settings, load_settings
+from schemas.topics import mac_from_topic, parse_topic
+
+METRICS_PORT = 3031
+STAGE = b"ingest"
+
+DEAD_LETTERED = Counter(
+    "f2_ingest_dead_lettered", "Messages sent to the dead-letter topic", ["reason"]
+)
+DEAD_LETTERED.labels(BAD_TOPIC)
+
+
+def kafka_records(batch: list[RawMessage], raw_topic: str, dlq_topic: str) -> list[KafkaRecord]:
+    """The Kafka records of a batch: raw records keyed by MAC; bad topics as DLQ records."""
+    out = []
+    for msg in batch:
+        info = parse_topic(msg.topic)
+        topic = msg.topic.encode()
+        if isinstance(info, DecodeError):
+            out.append(dlq_record(msg, topic, info, dlq_topic))
+            continue
+        headers = [
+            ("mqtt_topic", topic),
+            ("mqtt_qos", b"1" if msg.qos == 1 else str(msg.qos).encode()),
+            ("mqtt_retain", b"1" if msg.retain else b"0"),
+            ("received_at", str(msg.received_at_ms).encode()),
+        ]
+        out.append(KafkaRecord(raw_topic, info.mac.encode(), msg.payload, headers))
+    return out
+
+
+def dlq_record(msg: RawMessage, topic: bytes, error: DecodeError, dlq_topic: str) -> KafkaRecord:
+    """The SPEC §6 dead-letter record of a message the ingest stage refused."""
+    DEAD_LETTERED.labels(error.reason).inc()
+    headers = [
+        ("mqtt_topic", topic),
+        ("reason", error.reason.encode()),
+        ("detail", error.detail.encode("utf-8", "replace")),
+        ("stage", STAGE),
+        ("source_topic", msg.source_topic.encode()),
+        ("source_partition", str(msg.source_partition).encode()),
+        ("source_offset", str(msg.source_offset).encode()),
+        ("mqtt_qos", str(msg.qos).encode()),
+        ("mqtt_retain", b"1" if msg.retain else b"0"),
+        ("received_at", str(msg.received_at_ms).encode()),
+    ]
+    mac = mac_from_topic(msg.topic)
+    return KafkaRecord(dlq_topic, mac.encode() if mac else None, msg.payload, headers)
+
+
+def build_flow(settings: Settings | None = None) -> Dataflow:
+    """The ingest dataflow for ``settings`` (default: from the environment)."""
+    s = settings or load_settings()
+    flow = Dataflow("f2_ingest")
+    messages = op.input("mqtt", flow, MqttSource(load_source_settings(s)))
+    records = op.flat_map_batch(
+        "to_kafka", messages, lambda batch: kafka_records(batch, s.raw_topic, s.dlq_topic)
+    )
+    op.output("kafka", records, CheckedKafkaSink({"bootstrap.servers": s.kafka_bootstrap}))
+    return flow
+
+
+def _api_defaults(settings: Settings) -> None:
+    """Serve /metrics on :3031 by default, with Bytewax's dataflow.json in the stack directory."""
+    os.environ.setdefault("BYTEWAX_DATAFLOW_API_ENABLED", "1")
+    os.environ.setdefault("BYTEWAX_DATAFLOW_API_PORT", str(METRICS_PORT))
+    if "BYTEWAX_DATAFLOW_API_CACHE_PATH" not in os.environ and settings.stack_dir:
+        cache = Path(settings.stack_dir) / "run" / "ingest-api"
+        cache.mkdir(parents=True, exist_ok=True)
+        os.environ["BYTEWAX_DATAFLOW_API_CACHE_PATH"] = str(cache)
+
+
+configure_logging()
+_settings = load_settings()
+_api_defaults(_settings)
+flow = build_flow(_settings)

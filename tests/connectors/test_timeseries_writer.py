@@ -1,0 +1,163 @@
+"""Unit tests of the storage batching rule (injected clock) and the row mapping."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from datetime import UTC, datetime, timedelta
+
+from bytewax.operators import StatefulLogic
+
+from connectors.store_rows import (
+    EVENT_WIDTH,
+    READING_WIDTH,
+    RowBatch,
+    event_row,
+    mark,
+    reading_row,
+)
+from connectors.timeseries_writer import StoreBatcher, StoreSettings, dimension_rows
+from schemas.records import ControllerEntry, DataPointDef, Event, RawMessage, Reading, SensorEntry
+
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+RAW = RawMessage("tele/f2-e4fd45f654be/sensor-mode/J1/sensor-1", b"{}", received_at_ms=1_000_500)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def rows(n: int) -> RowBatch:
+    reading = Reading("e4fd45f654be", "J1", 1, "Temperature", 25.0, "°C", T0, 7, 1, 3)
+    return RowBatch(readings=[reading_row(reading, RAW)] * n)
+
+
+class Writes:
+    """A fake ``submit``: records batch sizes; futures complete when ``finish`` is called."""
+
+    def __init__(self, refused: list | None = None) -> None:
+        self.sizes: list[int] = []
+        self.pending: list[Future] = []
+        self.refused = refused or []
+
+    def __call__(self, batch: RowBatch) -> Future:
+        self.sizes.append(len(batch))
+        future: Future = Future()
+        self.pending.append(future)
+        return future
+
+    def finish(self) -> None:
+        for future in self.pending:
+            future.set_result(self.refused)
+        self.pending = []
+
+
+def batcher(clock: Clock, writes: Writes, n: int = 10, ms: int = 200) -> StoreBatcher:
+    return StoreBatcher(writes, StoreSettings(batch_rows=n, batch_ms=ms), None, clock)
+
+
+def test_flushes_at_max_rows():
+    clock, writes = Clock(), Writes()
+    logic = batcher(clock, writes, n=10)
+    assert logic.on_item(rows(4)) == ([], StatefulLogic.RETAIN)
+    assert logic.on_item(rows(5)) == ([], StatefulLogic.RETAIN)
+    assert logic.on_item(rows(3)) == ([], StatefulLogic.RETAIN)  # written, not yet confirmed
+    assert writes.sizes == [12]
+    writes.finish()
+    assert logic.on_notify() == ([], StatefulLogic.DISCARD)
+
+
+def test_deadline_is_set_by_first_row_not_the_last():
+    clock, writes = Clock(), Writes()
+    logic = batcher(clock, writes, ms=200)
+    logic.on_item(rows(1))
+    deadline = logic.notify_at()
+    assert deadline == T0 + timedelta(milliseconds=200)
+    for _ in range(5):  # a steady trickle does not push the deadline (unlike op.collect)
+        clock.now += timedelta(milliseconds=30)
+        logic.on_item(rows(1))
+        assert logic.notify_at() == deadline
+    assert writes.sizes == []
+    clock.now = deadline
+    logic.on_notify()
+    assert writes.sizes == [6]
+    assert logic.notify_at() == deadline + timedelta(milliseconds=5)  # polls the write
+    writes.finish()
+    assert logic.on_notify() == ([], StatefulLogic.DISCARD)
+    assert logic.notify_at() is None
+
+
+def test_one_write_in_flight_the_next_flush_waits_for_it():
+    clock, writes = Clock(), Writes()
+    logic = batcher(clock, writes, n=2)
+    logic.on_item(rows(2))
+    pending = writes.pending[0]
+    clock.now += timedelta(milliseconds=1)
+    threading.Timer(0.05, writes.finish).start()
+    logic.on_item(rows(2))  # must wait for the first write before starting the second
+    assert pending.done() and writes.sizes == [2, 2]
+
+
+def test_snapshot_holds_the_write_in_flight_and_the_buffer():
+    clock, writes = Clock(), Writes()
+    logic = batcher(clock, writes, n=3)
+    logic.on_item(rows(3))  # in flight
+    logic.on_item(rows(1))  # buffered
+    snap = logic.snapshot()
+    assert len(snap) == 4
+    logic.on_item(rows(1))
+    assert len(snap) == 4  # a copy: later items do not leak into the snapshot
+    resumed = StoreBatcher(writes, StoreSettings(), snap, clock)
+    assert resumed.notify_at() == T0 + timedelta(milliseconds=250)
+    writes.finish()
+    threading.Timer(0.05, writes.finish).start()
+    resumed.on_eof()
+    assert writes.sizes[-1] == 4
+
+
+def test_refused_rows_are_emitted():
+    writes = Writes(refused=["r"])
+    logic = StoreBatcher(writes, StoreSettings(batch_rows=1), None, Clock())
+    assert logic.on_item(rows(1)) == ([], StatefulLogic.RETAIN)
+    writes.finish()
+    assert logic.on_notify() == (["r"], StatefulLogic.DISCARD)
+
+
+def test_reading_row_columns_and_origin():
+    reading = Reading("e4fd45f654be", "J1", 1, "Temperature", 25.0, "°C", T0, 7, 11, 3)
+    row = reading_row(reading, RAW)
+    assert row[:READING_WIDTH] == (T0, 7, 11, 25.0, 3)
+    assert row[READING_WIDTH:] == (RAW, "Temperature")
+
+
+def test_event_row_puts_the_value_in_the_column_of_its_type():
+    def values(value):
+        event = Event("e4fd45f654be", "J3", "strike-1", "status", value, T0, 5, 2)
+        row = event_row(event, RAW)
+        assert row[:6] == (T0, 5, "e4fd45f654be", "J3", "strike-1", "status")
+        assert row[9] == 2 and len(row) == EVENT_WIDTH + 2
+        return row[6:9]
+
+    assert values(True) == (True, None, None)
+    assert values(False) == (False, None, None)
+    assert values(27.5) == (None, 27.5, None)
+    assert values("A1B2") == (None, None, "A1B2")
+
+
+def test_latency_mark_is_device_and_receive_time():
+    assert mark(T0, RAW) == (T0.timestamp(), 1000.5)
+
+
+def test_dimension_rows_keep_the_newest_entry_per_controller():
+    point = DataPointDef(1, "Temperature", "Int16", 0, 2, 2, append=" °C")
+    sensor = SensorEntry(7, 2, "ENV-S1", "modbus-rtu", (point,))
+    old = ControllerEntry("e4fd45f654be", 1, version=3, sensors={"1:1": sensor})
+    new = ControllerEntry("e4fd45f654be", 1, version=4, sensors={"4:3": sensor})
+    controllers, sensors, points = dimension_rows([old, new])
+    assert controllers == [(1, "e4fd45f654be", "UTC", 4)]
+    assert sensors == [(7, 1, 4, 3, 2, "ENV-S1", "modbus-rtu", 4)]
+    assert points[0][:6] == (1, 2, "Temperature", "Int16", "ABCD", "°C")

@@ -1,0 +1,91 @@
+"""Helpers for the decode flow's integration tests: the isolated stack and flow processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from connectors.recovery_dir import prepare_recovery
+from schemas.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK_ENV = {"F2_STACK_DIR": "/tmp/decode-stack", "F2_STACK_PORT_OFFSET": "400"}
+METRICS_PORT = 3432
+MACS = ("e4fd45f654be", "abc123def456", "123456abcdef")
+GOOD_FRAME = "01 03 06 09 C4 13 88 01 90 55 6F"  # 25.00 °C, 50.00 %, 400 ppm
+BAD_CRC_FRAME = "01 03 06 09 C4 13 88 01 90 55 60"
+
+
+def stack_cmd(*args: str) -> None:
+    env = {**os.environ, **STACK_ENV}
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "stack", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"f2 stack {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+
+
+def iso_stack() -> Settings:
+    """The isolated stack (its own ports and directory), up."""
+    stack_cmd("up")
+    return load_settings({**os.environ, **STACK_ENV})
+
+
+class FlowProcess:
+    """``python -m bytewax.run <module>`` on the isolated stack, as a child process."""
+
+    def __init__(self, module: str, workdir: Path, metrics_port: int, recovery: bool) -> None:
+        self.module, self.workdir, self.port = module, workdir, metrics_port
+        self.recovery = workdir / "recovery" if recovery else None
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        flags = ["-s", "1"]
+        if self.recovery is not None:
+            stack = Path(STACK_ENV["F2_STACK_DIR"])
+            prepare_recovery(self.recovery, 4, stack / "kafka" / "incarnation")
+            flags += ["-r", str(self.recovery), "-b", "10"]
+        log = open(self.workdir / f"{self.module}.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", self.module, *flags],
+            cwd=self.workdir,
+            env=flow_env(self.port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """The sum of the samples of metric ``name`` whose labels contain ``labels``."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and labels in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+def flow_env(metrics_port: int) -> dict[str, str]:
+    """The environment of a flow process on the isolated stack."""
+    return {
+        **os.environ,
+        **STACK_ENV,
+        "BYTEWAX_DATAFLOW_API_PORT": str(metrics_port),
+        "F2_REGISTRY_REDIS_BACKOFF_S": "1",
+        "PYTHONPATH": str(ROOT),
+    }

@@ -1,0 +1,224 @@
+"""dataflows.decode on an isolated stack (it stops services): raw topic → storage, Kafka, DLQ;
+exactly-once rows through SIGKILLs; registry edits applied within 5 s; Redis and PostgreSQL
+outages."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import psycopg
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from ops.procs import wait_until
+from schemas.settings import Settings
+from tests.integration.decode_support import (
+    BAD_CRC_FRAME,
+    GOOD_FRAME,
+    MACS,
+    METRICS_PORT,
+    FlowProcess,
+    iso_stack,
+    stack_cmd,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def iso() -> Settings:
+    return iso_stack()
+
+
+@pytest.fixture(scope="module")
+def decode(iso: Settings, tmp_path_factory) -> Iterator[FlowProcess]:
+    process = FlowProcess("dataflows.decode", tmp_path_factory.mktemp("decode"), METRICS_PORT, True)
+    process.start()
+    yield process
+    process.kill()
+
+
+class Traffic:
+    """Raw-topic messages for the seed fleet at unique times; what storage must then hold."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.base = datetime.now(UTC).replace(microsecond=0) - timedelta(
+            days=1, seconds=random.randrange(10**6)
+        )
+        self.sent = 0
+        self.readings = self.events = self.bad_crc = 0
+        self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 10})
+
+    def time_of(self, number: int) -> datetime:
+        return self.base + timedelta(milliseconds=number)
+
+    def send(self, count: int) -> None:
+        for number in range(self.sent, self.sent + count):
+            mac = MACS[number % 3]
+            stamp = self.time_of(number).strftime("%Y-%m-%d %H:%M:%S.%f")
+            if number % 10 == 9:
+                topic = f"stat/f2-{mac}/access-control-mode/J3/strike-1"
+                body = {"timestamp": stamp, "status": True, "voltage": "12.1 V"}
+                self.events += 2
+            else:
+                topic = f"tele/f2-{mac}/sensor-mode/J1/sensor-1"
+                bad = number % 50 == 7
+                body = {"timestamp": stamp, "data": BAD_CRC_FRAME if bad else GOOD_FRAME}
+                self.bad_crc += bad
+                self.readings += 0 if bad else 3
+            self.produce(topic, msgspec.json.encode(body), mac)
+        self.sent += count
+        assert self.producer.flush(30) == 0
+
+    def produce(self, topic: str, payload: bytes, mac: str) -> None:
+        headers = [
+            ("mqtt_topic", topic.encode()),
+            ("received_at", str(int(time.time() * 1000)).encode()),
+        ]
+        while True:
+            try:
+                self.producer.produce(
+                    self.settings.raw_topic, payload, mac.encode(), headers=headers
+                )
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def stored(self) -> tuple[int, int]:
+        """(readings, events) in storage in this traffic's time window."""
+        window = (self.base, self.time_of(self.sent))
+        with psycopg.connect(self.settings.timeseries_dsn) as conn:
+            r = conn.execute(
+                "SELECT count(*) FROM readings WHERE time >= %s AND time <= %s", window
+            ).fetchone()[0]
+            e = conn.execute(
+                "SELECT count(*) FROM device_events WHERE time >= %s AND time <= %s", window
+            ).fetchone()[0]
+        return r, e
+
+    def wait_stored(self, timeout_s: float = 60) -> tuple[int, int]:
+        wait_until(lambda: self.stored() == (self.readings, self.events), timeout_s, 0.5)
+        return self.stored()
+
+
+def dlq_headers(settings: Settings, since: datetime) -> list[dict[str, bytes]]:
+    """Headers of the DLQ records whose payload timestamp is in this traffic's window."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "decode-test",
+            "enable.partition.eof": True,
+        }
+    )
+    consumer.assign([TopicPartition(settings.dlq_topic, p, -2) for p in range(4)])
+    found, eof, prefix = [], set(), since.strftime("%Y-%m-%d %H").encode()
+    deadline = time.monotonic() + 30
+    while len(eof) < 4 and time.monotonic() < deadline:
+        for message in consumer.consume(1000, 1.0):
+            if message.error():
+                eof.add(message.partition())
+            elif prefix in message.value():
+                found.append(dict(message.headers() or []))
+    consumer.close()
+    return found
+
+
+def test_raw_messages_end_in_storage_kafka_and_dlq(iso: Settings, decode: FlowProcess):
+    traffic = Traffic(iso)
+    traffic.send(3000)
+    assert traffic.wait_stored() == (traffic.readings, traffic.events)
+    headers = dlq_headers(iso, traffic.base)
+    assert len({(h["source_partition"], h["source_offset"]) for h in headers}) == traffic.bad_crc
+    sample = headers[0]
+    assert sample["reason"] == b"bad_crc" and sample["stage"] == b"decode"
+    assert sample["source_topic"] == iso.raw_topic.encode()
+    assert sample["mqtt_topic"].startswith(b"tele/f2-")
+    assert decode.metric("f2_decode_errors_total", 'reason="bad_crc"') >= traffic.bad_crc
+    assert decode.metric("f2_store_rows_total", 'outcome="inserted"') > 0
+
+
+def test_registry_change_applies_within_5_s(iso: Settings, decode: FlowProcess):
+    traffic = Traffic(iso)
+    traffic.send(30)
+    traffic.wait_stored()
+    select = (
+        "SELECT value, registry_version FROM readings_named WHERE label = 'Temperature'"
+        " AND time = %s AND mac = %s"
+    )
+    with psycopg.connect(iso.timeseries_dsn) as conn:
+        before = conn.execute(select, (traffic.time_of(0), MACS[0])).fetchone()
+    assert before[0] == 25.0
+    update = (
+        'UPDATE "DataPoint" SET "Decimals" = %s WHERE "Label" = \'Temperature\''
+        ' AND "DeviceTemplateId" = (SELECT "DeviceTemplateId" FROM "DeviceTemplate"'
+        " WHERE \"Model\" = 'ENV-S1')"
+    )
+    with psycopg.connect(iso.params_dsn, autocommit=True) as conn:
+        conn.execute(update, (1,))
+    changed = time.monotonic()
+    try:
+        after = None
+        while time.monotonic() - changed < 5 and after is None:
+            number = traffic.sent - traffic.sent % 3 + 3  # a message of MACS[0]
+            traffic.send(number - traffic.sent + 1)
+            time.sleep(0.3)
+            with psycopg.connect(iso.timeseries_dsn) as conn:
+                row = conn.execute(select, (traffic.time_of(number), MACS[0])).fetchone()
+            if row is not None and row[0] == 250.0:
+                after = row
+        assert after is not None, "the new Decimals were not applied within 5 s"
+        assert after[1] > before[1]
+    finally:
+        with psycopg.connect(iso.params_dsn, autocommit=True) as conn:
+            conn.execute(update, (2,))
+
+
+def test_sigkill_twice_leaves_rows_exact(iso: Settings, decode: FlowProcess):
+    traffic = Traffic(iso)
+    for _ in range(2):
+        before = traffic.readings
+        traffic.send(20000)
+        target = traffic.readings
+        wait_until(lambda b=before, t=target: b < traffic.stored()[0] < t - 3000, 60, 0.05)
+        decode.kill()  # mid-stream: some of this round stored, most not
+        assert traffic.stored()[0] < target
+        decode.start()
+    traffic.send(2000)
+    assert traffic.wait_stored(120) == (traffic.readings, traffic.events)
+    with psycopg.connect(iso.timeseries_dsn) as conn:
+        dupes = conn.execute(
+            "SELECT count(*) - count(DISTINCT (sensor_id, datapoint_id, time)) FROM readings"
+            " WHERE time >= %s",
+            (traffic.base,),
+        ).fetchone()[0]
+    assert dupes == 0
+
+
+def test_redis_down_decoding_continues_from_postgres(iso: Settings, decode: FlowProcess):
+    stack_cmd("stop", "redis")
+    try:
+        with psycopg.connect(iso.params_dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_notify('f2_registry', '0:*')")  # empty the local caches
+        traffic = Traffic(iso)
+        traffic.send(600)
+        assert traffic.wait_stored() == (traffic.readings, traffic.events)
+        assert decode.metric("f2_registry_failures_total", 'backend="redis"') > 0
+    finally:
+        stack_cmd("start", "redis")
+
+
+@pytest.mark.slow
+def test_postgres_down_10_s_nothing_dropped(iso: Settings, decode: FlowProcess):
+    traffic = Traffic(iso)
+    traffic.send(500)
+    stack_cmd("stop", "postgres")
+    traffic.send(1500)
+    time.sleep(10)
+    stack_cmd("start", "postgres")
+    assert traffic.wait_stored(120) == (traffic.readings, traffic.events)
+    assert decode.proc is not None and decode.proc.poll() is None

@@ -1,0 +1,41 @@
+"""Which migration files belong to which storage backend, and the TimescaleDB settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ops.storage_backend import (
+    PLAIN,
+    TIMESCALE,
+    TimescaleSettings,
+    file_backend,
+    load_timescale_settings,
+)
+
+
+def test_file_suffix_names_the_backend() -> None:
+    assert file_backend(Path("002_facts_plain.sql")) == PLAIN
+    assert file_backend(Path("002_facts_timescale.sql")) == TIMESCALE
+    assert file_backend(Path("003_named_views.sql")) is None
+    assert file_backend(Path("004_plain_views.sql")) is None
+
+
+def test_settings_defaults_and_overrides() -> None:
+    assert load_timescale_settings({}) == TimescaleSettings()
+    settings = load_timescale_settings(
+        {
+            "F2_STORAGE_BACKEND": "postgres",
+            "F2_TSDB_COMPRESS_AFTER": "6 hours",
+            "F2_TSDB_RETENTION": "",
+        }
+    )
+    assert settings.backend == PLAIN
+    assert settings.compress_after == "6 hours"
+    assert settings.retention == TimescaleSettings().retention  # empty means unset
+
+
+def test_unknown_backend_is_refused() -> None:
+    with pytest.raises(ValueError):
+        load_timescale_settings({"F2_STORAGE_BACKEND": "influx"})
