@@ -240,6 +240,8 @@ def test_late_rows_into_compressed_chunks(tsdb: Tsdb, capsys: pytest.CaptureFixt
             (start, start),
         ).fetchone()[0]
         assert compressed(conn, "readings")[chunk_of_late]
+        with pytest.raises(psycopg.errors.UniqueViolation):  # the key holds in compressed data
+            conn.execute("INSERT INTO readings VALUES (%s, 1300, 101, 0, 0)", (start,))
     duplicates = day[: len(day) // 2]
     late = list(day_of_readings(entry, start + timedelta(seconds=30), hours=6, step_s=60))
     late_events = door_events(NOW - timedelta(days=20, seconds=30), False)
