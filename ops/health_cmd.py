@@ -88,6 +88,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=1))
     else:
+        print(f"pipeline: {status['status'].upper()}    (details: f2 health)")
         print_status(status)
     return 0
 
@@ -99,7 +100,7 @@ def print_status(status: dict) -> None:
     for name, value in status.get("rates", {}).items():
         print(f"  {name.removesuffix('_per_s'):<20} {value:>12,.1f}")
     if not status.get("rates"):
-        print("  (no flow answered twice: no rates)")
+        print("  (no flow answered twice: none; are the flows running? f2 stack up --flows)")
     dlq = status.get("dlq", {})
     reasons = ", ".join(f"{k} {v:.1f}/s" for k, v in dlq.get("by_reason", {}).items()) or "none"
     print(f"dead letters: {dlq.get('per_s', 0):.1f}/s ({reasons})")

@@ -112,7 +112,7 @@ def prometheus_series(url: str, minutes: float) -> dict[str, tuple[str, str, dic
         for label, expr in queries.items():
             for result in query_range(url, expr, start, end, step):
                 points = [(float(t), float(v)) for t, v in result["values"] if v != "NaN"]
-                if points:
+                if any(v for _, v in points):  # an all-zero series only crowds the legend
                     series[label.format(**result["metric"])] = points
         charts[name] = (title, unit, series)
     return charts
@@ -162,6 +162,7 @@ def render_prometheus(plt, charts: dict, out: Path) -> list[Path]:
     written = []
     for name, (title, unit, series) in charts.items():
         fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)
         for label, points in sorted(series.items()):
             ax.plot(
                 [datetime.fromtimestamp(t) for t, _ in points],
