@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "ops.devices_cmd",
     "ops.security_cmd",
     "ops.decode_cmd",
+    "ops.demo_cmd",
     "ops.run_cmd",
     "ops.migrate_cmd",
     "ops.health_cmd",
