@@ -40,9 +40,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-## Stack, both dataflows, the health API (:8000) and Prometheus (:29090), all supervised.
-full-setup: stack-up
-	$(F2) stack up --flows --monitoring
+## Everything up: the compose stack when a Docker engine has its images, else the local stack
+## with both dataflows, the health API (:8000) and Prometheus (:29090), all supervised
+## (f2 setup says which and why).
+full-setup: install
+	$(F2) setup
 
 ## Processes of the stack, then the pipeline's rates, lag, dead letters and silent devices.
 status: install
@@ -95,8 +97,8 @@ health: install
 	$(F2) health
 
 ## Secrets (0600, in the stack's secrets/ dir), operator user, CA + certificates; restarts the broker.
-secure-setup: stack-up
-	$(F2) security setup
+secure-setup: install
+	$(F2) setup --secure
 
 ## Restart the broker with the current password file, ACL and certificates.
 restart-secure: install

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "ops.security_cmd",
     "ops.decode_cmd",
     "ops.demo_cmd",
+    "ops.setup_cmd",
     "ops.run_cmd",
     "ops.migrate_cmd",
     "ops.health_cmd",
