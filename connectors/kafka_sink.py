@@ -61,6 +61,10 @@ DEFAULTS: dict[str, object] = {
 }
 ENV_PREFIX = "F2_KAFKA_"
 _PENDING = object()
+# F2_KAFKA_* variables that configure the local stack's topics, not the client.
+_NOT_CLIENT_SETTINGS = frozenset(
+    {"PARTITIONS", "BOOTSTRAP_FILE", "RETENTION_MS", "RETENTION_BYTES"}
+)
 RETRY_BACKOFF_S = (0.2, 10.0)
 
 _NOT_RETRIABLE = frozenset(
@@ -103,7 +107,7 @@ def env_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
         if not name.startswith(ENV_PREFIX) or name == "F2_KAFKA_BOOTSTRAP":
             continue
         setting = name[len(ENV_PREFIX) :]
-        if setting in ("PARTITIONS", "BOOTSTRAP_FILE"):
+        if setting in _NOT_CLIENT_SETTINGS:
             continue
         if setting.endswith("_FILE"):
             with open(value) as handle:

@@ -121,6 +121,7 @@ def test_env_passes_librdkafka_settings_through(tmp_path) -> None:
         "F2_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
         "F2_KAFKA_SASL_PASSWORD_FILE": str(secret),
         "F2_KAFKA_PARTITIONS": "4",
+        "F2_KAFKA_RETENTION_MS": "3600000",
     }
     assert env_config(env) == {
         "security.protocol": "SASL_SSL",
