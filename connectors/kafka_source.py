@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter
 
 from connectors.consumer_lag import LagReporter
+from connectors.kafka_config import client_config
 from schemas.records import RawMessage
 
 log = logging.getLogger("f2.decode")
@@ -105,7 +106,7 @@ class RawKafkaSource(FixedPartitionedSource[RawMessage, int]):
         )
 
     def list_parts(self) -> list[str]:
-        admin = AdminClient({"bootstrap.servers": self._bootstrap})
+        admin = AdminClient(client_config(self._bootstrap))
         meta = admin.list_topics(self._topic, timeout=30).topics[self._topic]
         if meta.error is not None:
             raise RuntimeError(f"kafka topic {self._topic}: {meta.error}")
@@ -113,13 +114,15 @@ class RawKafkaSource(FixedPartitionedSource[RawMessage, int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _RawPartition:
         topic, _, partition = for_part.rpartition("#")
-        config = {
-            "bootstrap.servers": self._bootstrap,
-            "group.id": self._group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
-        }
+        config = client_config(
+            self._bootstrap,
+            **{
+                "group.id": self._group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": False,
+            },
+        )
         offset = OFFSET_BEGINNING if resume_state is None else resume_state
         return _RawPartition(config, topic, int(partition), offset, self._batch)

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from connectors.kafka_config import client_config
+
 
 def record_time_ms(msg: Message) -> int:
     """``received_at`` (epoch ms) of a record, else its Kafka timestamp."""
@@ -68,14 +70,16 @@ class TopicReader:
     def batches(self) -> Iterator[list[Message]]:
         """Batches of records within the bound, in partition order within each batch."""
         consumer = Consumer(
-            {
-                "bootstrap.servers": self._bootstrap,
-                "group.id": f"f2-replay-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-            }
+            client_config(
+                self._bootstrap,
+                **{
+                    "group.id": f"f2-replay-{uuid.uuid4().hex[:8]}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "enable.partition.eof": True,
+                    "auto.offset.reset": "earliest",
+                },
+            )
         )
         try:
             meta = consumer.list_topics(self.topic, timeout=30).topics[self.topic]
@@ -141,7 +145,7 @@ class TopicReader:
 
 def retention_ms(bootstrap: str, topic: str) -> int | None:
     """The topic's ``retention.ms`` as the broker reports it (None: unknown or unlimited)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     try:
         futures = admin.describe_configs([resource], request_timeout=5)

@@ -14,6 +14,7 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from connectors.kafka_config import client_config
 from schemas.settings import load_settings
 
 
@@ -53,7 +54,7 @@ def _text(data: bytes | None) -> str:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     settings = load_settings()
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(client_config(settings.kafka_bootstrap))
     try:
         metadata = admin.list_topics(timeout=10)
     except Exception as exc:
@@ -72,12 +73,14 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 def _consumer(bootstrap: str) -> Consumer:
     return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"f2-cli-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
+        client_config(
+            bootstrap,
+            **{
+                "group.id": f"f2-cli-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            },
+        )
     )
 
 
