@@ -29,7 +29,8 @@ live flow's path is unchanged. Rows inserted/replaced/left alone are added up in
 :attr:`TimeseriesWriter.counts` (per table, committed transactions only, so bisection retries do
 not count twice).
 
-Partitions: at connect and then every hour the writer calls ``f2_ensure_partitions(ahead, 1)``
+Partitions and retention: at connect and then every hour the writer calls
+``f2_ensure_partitions(ahead, 1)`` and ``f2_expire_events(F2_EVENT_RETENTION_DAYS days)``
 (``F2_STORE_PARTITIONS_AHEAD_DAYS``, default 3), which the storage migrations define per backend.
 """
 
@@ -83,6 +84,9 @@ FLUSH_SECONDS = Histogram(
 )
 RETRIES = Counter("f2_store_retries", "Storage writes retried after a failure", ["reason"])
 PARTITIONS_CREATED = Counter("f2_store_partitions_created", "Time partitions created ahead")
+EVENTS_EXPIRED = Counter(
+    "f2_store_events_expired", "Events deleted by the retention setting (F2_EVENT_RETENTION_DAYS)"
+)
 LATENCY = Histogram(
     "f2_e2e_latency_seconds",
     "From the device timestamp (since=device) or the ingest receive time (since=receive) of a "
@@ -117,6 +121,7 @@ class StoreSettings(msgspec.Struct, frozen=True):
     shards: int = 1
     partitions_ahead_days: int = 3
     retry_max_s: float = 10.0
+    event_retention_days: int = 365
 
 
 def load_store_settings(environ: Mapping[str, str] | None = None) -> StoreSettings:
@@ -131,6 +136,7 @@ def load_store_settings(environ: Mapping[str, str] | None = None) -> StoreSettin
             env.get("F2_STORE_PARTITIONS_AHEAD_DAYS", base.partitions_ahead_days)
         ),
         retry_max_s=float(env.get("F2_STORE_RETRY_MAX_S", base.retry_max_s)),
+        event_retention_days=int(env.get("F2_EVENT_RETENTION_DAYS", base.event_retention_days)),
     )
 
 
@@ -313,8 +319,21 @@ class TimeseriesWriter:
                 "SELECT f2_ensure_partitions(%s, 1)", (self._settings.partitions_ahead_days,)
             ).fetchone()
             PARTITIONS_CREATED.inc(row[0] if row and row[0] else 0)
+            self.expire_events()
             self._next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL_S
         return self._conn
+
+    def expire_events(self) -> int:
+        """Delete events older than ``F2_EVENT_RETENTION_DAYS`` (0 keeps them); rows removed."""
+        days = self._settings.event_retention_days
+        if days <= 0 or self._conn is None:
+            return 0
+        row = self._conn.execute(
+            "SELECT f2_expire_events(make_interval(days => %s))", (days,)
+        ).fetchone()
+        removed = row[0] if row and row[0] else 0
+        EVENTS_EXPIRED.inc(removed)
+        return removed
 
     def _upsert_dimensions(self, conn: psycopg.Connection, entries: list[ControllerEntry]) -> None:
         controllers, sensors, points = dimension_rows(entries)

@@ -283,3 +283,22 @@ def test_late_rows_into_compressed_chunks(tsdb: Tsdb, capsys: pytest.CaptureFixt
             (chunk_of_late,),
         ).fetchone()[0]
         assert status & 8 == 0, "the compression policy recompresses a partial chunk"
+
+
+def test_event_retention_drops_expired_chunks_and_rows(tsdb: Tsdb) -> None:
+    """f2_expire_events (F2_EVENT_RETENTION_DAYS) on a hypertable: expired events go."""
+
+    def controller_events(controller: int, end: datetime) -> list[tuple]:
+        mac = f"aa00000000{controller}"
+        return [
+            event_row(Event(mac, "J3", "reader-1", "data", "04A1B2", end - timedelta(hours=h),
+                            controller, 1), RAW)
+            for h in range(30)
+        ]  # fmt: skip
+
+    write(tsdb.dsn, RowBatch(events=controller_events(21, NOW - timedelta(days=500))))
+    write(tsdb.dsn, RowBatch(events=controller_events(22, NOW - timedelta(days=2))))
+    with connect(tsdb.dsn) as conn:
+        conn.execute("SELECT f2_expire_events(interval '365 days')")
+        assert count(conn, "SELECT count(*) FROM device_events WHERE controller_id = 21") == 0
+        assert count(conn, "SELECT count(*) FROM device_events WHERE controller_id = 22") == 30

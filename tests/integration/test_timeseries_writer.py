@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from connectors.store_rows import RowBatch, event_row, reading_row
-from connectors.timeseries_writer import TimeseriesWriter
+from connectors.timeseries_writer import StoreSettings, TimeseriesWriter
 from schemas.records import Event, RawMessage, Reading
 
 pytestmark = pytest.mark.integration
@@ -108,3 +108,32 @@ def test_every_accepted_time_finds_a_partition(stack, ids):
             (ids, edges[3]),
         ).fetchone()[0]
     assert part == "readings_p" + edges[3].strftime("%Y%m%d")  # created ahead, not the default
+
+
+def test_events_past_their_retention_are_expired(stack, ids):
+    now = datetime.now(UTC)
+    old, recent = now - timedelta(days=400), now - timedelta(days=1)
+    writer = TimeseriesWriter(stack.timeseries_dsn, StoreSettings(event_retention_days=365))
+    try:
+        rows = [event(ids, "status", True, t) for t in (old, recent)]
+        assert writer.write(RowBatch(events=rows)) == []
+        assert counts(stack.timeseries_dsn, ids) == (0, 2)
+        assert writer.expire_events() >= 1
+    finally:
+        writer.close()
+    with psycopg.connect(stack.timeseries_dsn) as conn:
+        left = conn.execute(
+            "SELECT time FROM device_events WHERE controller_id = %s", (ids,)
+        ).fetchall()
+    assert [row[0] for row in left] == [recent]
+
+
+def test_zero_retention_keeps_every_event(stack, ids):
+    old = datetime.now(UTC) - timedelta(days=4000)
+    writer = TimeseriesWriter(stack.timeseries_dsn, StoreSettings(event_retention_days=0))
+    try:
+        writer.write(RowBatch(events=[event(ids, "status", True, old)]))
+        assert writer.expire_events() == 0
+    finally:
+        writer.close()
+    assert counts(stack.timeseries_dsn, ids) == (0, 1)
