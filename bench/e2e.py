@@ -1,0 +1,470 @@
+"""End-to-end benchmark: simulator → Mosquitto → ingest → Kafka → decode → PostgreSQL at increasing
+offered rates, up to the sustainable maximum; plus the decode flow's scaling against a bare Kafka
+consumer on a pre-filled topic.
+
+Everything runs on an isolated stack (``F2_STACK_DIR``, default ``/tmp/bench-stack`` with
+``F2_STACK_PORT_OFFSET=1000``, brought up with ``f2 stack up``), never the shared one. The flows run
+as ``python -m bytewax.run`` with the recommended flags of :mod:`ops.flows` (what ``f2 run``
+uses), with ``-i/-a`` when a flow has two processes.
+
+Ramp (per flow configuration, e.g. ingest ×1 + decode ×1): Kafka is restarted empty, the flows
+start, a short warm-up registers the fleet and fills the registry cache; then for each offered
+rate the simulator's load mode (``--rate R --duration D --report F``, no faults) publishes at QoS
+1, and after it ends the rows stored are reconciled with its report (``expected_readings`` +
+``expected_events``). A step is **sustained** when nothing is missing, the simulator achieved at
+least 95 % of the offered rate, and the backlog drained within ``DRAIN_LIMIT_S`` after the last
+publish (a pipeline that falls behind accumulates a backlog proportional to the step's length).
+A step that is not sustained is run once more (the machine is shared and noisy); the ramp
+stops at the first rate that fails twice (then, in full mode, one step halfway back).
+
+Latency: from the decode flow's ``f2_e2e_latency_seconds{since="device"}`` histogram (device
+timestamp → database commit; at most 200 evenly spaced samples per flush), scraped before and
+after each step; p50/p95/p99 are interpolated inside its buckets like Prometheus's
+``histogram_quantile``, and the share ≤ 1 s is exact (1 s is a bucket bound).
+
+CPU: user + system seconds of every process tree over the step (``/proc/<pid>/stat`` before and
+after; the simulator, which exits, from ``os.wait4``'s resource usage), as a share of one core.
+
+Run: ``.venv/bin/python -m bench.e2e [--quick]``; prints JSON and writes
+``bench/results/e2e.json``. ``python -m bench`` runs it with the stage benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+from confluent_kafka import Consumer, TopicPartition
+from psycopg import sql
+
+from bench.common import (
+    BENCH_STACK,
+    RESULTS_DIR,
+    ROOT,
+    CpuMeter,
+    bucket_diff,
+    f2,
+    histogram_buckets,
+    metric_sum,
+    quantile,
+    scrape,
+    share_at_or_below,
+    use_isolated_stack,
+)
+from ops import flows
+from ops.procs import port_open, wait_until
+from ops.stack import Stack, create_topics
+from schemas.settings import Settings, load_settings
+
+DRAIN_LIMIT_S = 3.0
+ACHIEVED_MIN = 0.95
+CONTROLLERS = 100
+SEED = 4242
+LATENCY = "f2_e2e_latency_seconds"
+API_PORTS = {"ingest": (3531, 3532), "decode": (3541, 3542)}
+CLUSTER_PORTS = {"ingest": (2331, 2332), "decode": (2341, 2342)}
+FULL_RATES = (2000, 3500, 5000, 7500, 10000, 15000, 20000, 30000)
+QUICK_RATES = (2000, 5000)
+
+
+class FlowGroup:
+    """One dataflow as ``processes`` ``bytewax.run`` processes on the stack at ``root``."""
+
+    def __init__(self, name: str, processes: int, root: Path, logdir: Path) -> None:
+        self.spec = flows.FLOWS[name]
+        self.processes, self.root = processes, root
+        self.ports = API_PORTS[name][:processes]
+        self.logs = [logdir / f"{name}-{processes}p-{i}.log" for i in range(processes)]
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def start(self, extra_env: dict[str, str] | None = None, timeout_s: float = 90) -> None:
+        """Start every process and wait until the flow is ready (API ports answer; for ingest,
+        every MQTT session subscribed)."""
+        self.spec.prepare(self.root)
+        argv, env = flows.flow_command(self.spec, self.root)
+        addresses = ";".join(f"127.0.0.1:{p}" for p in CLUSTER_PORTS[self.spec.name])
+        for index, port in enumerate(self.ports):
+            cluster = ["-i", str(index), "-a", addresses] if self.processes > 1 else []
+            child_env = {**env, **(extra_env or {}), "BYTEWAX_DATAFLOW_API_PORT": str(port)}
+            with open(self.logs[index], "ab") as log:
+                self.children.append(
+                    subprocess.Popen(
+                        [*argv, *cluster], env=child_env, cwd=ROOT, stdout=log, stderr=log
+                    )
+                )
+        if not wait_until(self._ready, timeout_s, 0.25):
+            self.stop()
+            raise RuntimeError(f"{self.spec.name} not ready in {timeout_s}s; see {self.logs}")
+
+    def _ready(self) -> bool:
+        if any(child.poll() is not None for child in self.children):
+            raise RuntimeError(f"{self.spec.name} exited; see {self.logs}")
+        readiness = flows.Readiness(self.ports[0], self.spec.sessions())
+        for log in self.logs:
+            for line in log.read_text(errors="replace").splitlines():
+                readiness.feed(line)
+        return readiness.ready() and all(port_open(p) for p in self.ports)
+
+    @property
+    def pids(self) -> list[int]:
+        return [child.pid for child in self.children]
+
+    def stop(self) -> None:
+        """SIGINT (Bytewax stops cleanly), SIGKILL after 15 s."""
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+        for child in self.children:
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        self.children = []
+
+
+def stored_rows(settings: Settings, since: datetime) -> int:
+    """Readings + events with a device time from ``since`` on."""
+    with psycopg.connect(settings.timeseries_dsn) as conn:
+        return sum(
+            conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE time >= %s").format(sql.Identifier(table)),
+                (since,),
+            ).fetchone()[0]
+            for table in ("readings", "device_events")
+        )
+
+
+def service_pids(root: Path) -> dict[str, list[int]]:
+    """Pids of the stack's services (PostgreSQL: the postmaster; its backends are children)."""
+    stack = Stack(root)
+    return {name: [pid] for name, svc in stack.services.items() if (pid := svc.pid()) is not None}
+
+
+def run_simulator(
+    rate: float, duration: float, report: Path, out: IO[str], register: bool = False
+) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "simulator", "--controllers", str(CONTROLLERS)]
+    argv += ["--seed", str(SEED), "--rate", str(rate), "--duration", str(duration), "--qos", "1"]
+    argv += ["--report", str(report), *(["--register"] if register else [])]
+    return subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_simulator(proc: subprocess.Popen[str], timeout_s: float, tick: Any) -> float:
+    """Wait for the simulator (calling ``tick()`` about every second); its CPU seconds,
+    children included (``os.wait4``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            proc.kill()
+        tick()
+        time.sleep(0.5)
+
+
+class Pipeline:
+    """Ingest + decode flows on the isolated stack, with what a step needs to measure them."""
+
+    def __init__(self, settings: Settings, root: Path, workdir: Path, ingest: int, decode: int):
+        self.settings, self.root, self.workdir = settings, root, workdir
+        self.ingest = FlowGroup("ingest", ingest, root, workdir)
+        self.decode = FlowGroup("decode", decode, root, workdir)
+
+    @property
+    def name(self) -> str:
+        return f"ingest x{self.ingest.processes}, decode x{self.decode.processes}"
+
+    def start(self) -> None:
+        """Empty Kafka, no leftover MQTT sessions, both flows up."""
+        from connectors.mqtt_source import forget_sessions, load_source_settings
+
+        f2("stack", "stop", "kafka")
+        f2("stack", "start", "kafka")
+        forget_sessions(load_source_settings(self.settings))
+        self.ingest.start()
+        self.decode.start()
+
+    def stop(self) -> None:
+        from connectors.mqtt_source import forget_sessions, load_source_settings
+
+        self.ingest.stop()
+        self.decode.stop()
+        forget_sessions(load_source_settings(self.settings))
+
+    def counters(self) -> tuple[float, float]:
+        """(messages ingest emitted into Kafka, messages decode consumed) so far."""
+        ingest = metric_sum(scrape(self.ingest.ports), "f2_ingest_received_total")
+        decode = metric_sum(scrape(self.decode.ports), "f2_decode_messages_total")
+        return ingest, decode
+
+    def step(self, rate: float, duration: float, register: bool = False) -> dict[str, Any]:
+        """One offered rate for ``duration`` seconds, reconciled and measured."""
+        since = datetime.now(UTC) - timedelta(seconds=2)
+        before_rows = stored_rows(self.settings, since)
+        before_ingest, before_decode = self.counters()
+        before_latency = histogram_buckets(scrape(self.decode.ports), LATENCY, 'since="device"')
+        roles = {**service_pids(self.root), "ingest": self.ingest.pids}
+        roles["decode"] = self.decode.pids
+        meter = CpuMeter(roles)
+        report = self.workdir / f"report-{self.name.replace(' ', '')}-{rate:.0f}.json"
+        backlog: list[float] = []
+
+        def tick() -> None:
+            ingest, decode = self.counters()
+            backlog.append((ingest - before_ingest) - (decode - before_decode))
+
+        with open(self.workdir / "simulator.log", "a+") as out:
+            out.write(f"--- rate {rate} ---\n")
+            out.flush()
+            offset = out.tell()
+            meter.start()
+            started = time.monotonic()
+            bench_cpu = time.process_time()
+            sim = run_simulator(rate, duration, report, out, register)
+            sim_cpu = wait_simulator(sim, duration + 120, tick)
+            published_at = time.monotonic()
+            out.seek(offset)
+            sim_out = out.read()
+        if sim.returncode != 0 or not report.exists():
+            raise RuntimeError(f"simulator failed at {rate} msg/s:\n{sim_out[-2000:]}")
+        summary = json.loads(report.read_text())
+        expected = summary["expected_readings"] + summary["expected_events"]
+        stored = 0
+
+        def drained() -> bool:
+            nonlocal stored
+            stored = stored_rows(self.settings, since) - before_rows
+            return stored >= expected
+
+        drain_timeout = max(30.0, duration)
+        done = wait_until(drained, drain_timeout, 0.2)
+        drain_s = time.monotonic() - published_at
+        window_s = time.monotonic() - started
+        cpu = meter.stop()
+        cpu["simulator"] = round(sim_cpu, 3)
+        cpu["bench"] = round(time.process_time() - bench_cpu, 3)
+        after_ingest, after_decode = self.counters()
+        latency = bucket_diff(
+            histogram_buckets(scrape(self.decode.ports), LATENCY, 'since="device"'),
+            before_latency,
+        )
+        achieved = _achieved_rate(sim_out, summary["published"], duration)
+        missing = max(0, expected - stored)
+        sustained = done and missing == 0 and achieved >= ACHIEVED_MIN * rate
+        sustained = sustained and drain_s <= DRAIN_LIMIT_S
+        return {
+            "config": self.name,
+            "offered_msgs_per_s": rate,
+            "achieved_msgs_per_s": round(achieved, 1),
+            "published": summary["published"],
+            "expected_rows": expected,
+            "stored_rows": stored,
+            "missing_rows": missing,
+            "extra_rows": max(0, stored - expected),
+            "drain_s": round(drain_s, 2),
+            "sustained": sustained,
+            "delivered_msgs_per_s": round(summary["published"] / (duration + drain_s)),
+            "stored_rows_per_s": round(stored / (duration + drain_s)),
+            "ingest_msgs_per_s": round((after_ingest - before_ingest) / window_s),
+            "decode_msgs_per_s": round((after_decode - before_decode) / window_s),
+            "max_kafka_backlog_msgs": round(max(backlog, default=0.0)),
+            "latency_observations": int(latency[-1][1]) if latency else 0,
+            "p50_ms": _ms(quantile(latency, 0.50)),
+            "p95_ms": _ms(quantile(latency, 0.95)),
+            "p99_ms": _ms(quantile(latency, 0.99)),
+            "share_within_1s": _round(share_at_or_below(latency, 1.0), 4),
+            "window_s": round(window_s, 2),
+            "cpu_s": cpu,
+            "cpu_cores": {role: round(s / window_s, 3) for role, s in cpu.items()},
+        }
+
+
+def _achieved_rate(output: str, published: int, duration: float) -> float:
+    """The simulator's achieved rate from its ``done:`` line, else published / duration."""
+    from bench.simulator import DONE
+
+    match = DONE.search(output)
+    return float(match.group(3)) if match else published / duration
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def ramp(pipeline: Pipeline, rates: tuple[float, ...], duration: float, refine: bool) -> dict:
+    """Steps at increasing rates until one is not sustained (then, if ``refine``, one halfway
+    back); the steps and the highest sustained rate."""
+    pipeline.start()
+    steps: list[dict[str, Any]] = []
+    try:
+        pipeline.step(500, 3, register=True)  # warm-up: registry, caches, partitions
+        for rate in rates:
+            for _attempt in range(2):  # a step that fails is tried once more (noisy machine)
+                steps.append(pipeline.step(rate, duration))
+                print(json.dumps(_brief(steps[-1])), file=sys.stderr, flush=True)
+                if steps[-1]["sustained"]:
+                    break
+            if not steps[-1]["sustained"]:
+                break
+        good = [s["offered_msgs_per_s"] for s in steps if s["sustained"]]
+        bad = [s["offered_msgs_per_s"] for s in steps if not s["sustained"]]
+        if refine and good and bad and min(bad) > max(good):
+            steps.append(pipeline.step(round((max(good) + min(bad)) / 2, -2), duration))
+            print(json.dumps(_brief(steps[-1])), file=sys.stderr, flush=True)
+    finally:
+        pipeline.stop()
+    sustained = [s for s in steps if s["sustained"]]
+    best = max(sustained, key=lambda s: s["offered_msgs_per_s"], default=None)
+    return {
+        "config": pipeline.name,
+        "ingest_processes": pipeline.ingest.processes,
+        "decode_processes": pipeline.decode.processes,
+        "max_sustained_msgs_per_s": best["offered_msgs_per_s"] if best else 0,
+        "steps": steps,
+    }
+
+
+def _brief(step: dict[str, Any]) -> dict[str, Any]:
+    keys = ("config", "offered_msgs_per_s", "achieved_msgs_per_s", "sustained", "missing_rows")
+    keys += ("drain_s", "p50_ms", "p99_ms")
+    return {key: step[key] for key in keys}
+
+
+# Decode flow scaling against a bare Kafka consumer ------------------------------------------
+
+
+def bare_consume(settings: Settings, topic: str, count: int) -> dict[str, float]:
+    """Messages/s of a bare consumer (explicit assignment, no processing) reading ``count``."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "f2-bench-bare",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, -2) for p in range(4)])
+    seen, first, last = 0, 0.0, 0.0
+    deadline = time.monotonic() + 120
+    while seen < count and time.monotonic() < deadline:
+        batch = [m for m in consumer.consume(1000, 1.0) if m.error() is None]
+        if batch:
+            last = time.monotonic()
+            first = first or last
+            seen += len(batch)
+    consumer.close()
+    return {"messages": seen, "msgs_per_s": round(seen / max(last - first, 1e-3))}
+
+
+def decode_scaling(settings: Settings, root: Path, workdir: Path, messages: int) -> dict:
+    """A pre-filled raw topic (the mix of ``bench.decode_flow``) read by a bare consumer, then
+    drained by the decode flow with 1 and with 2 processes (all outputs on)."""
+    from bench.decode_flow import Window, decoded_rows, entries, fill_topic, mix
+
+    suffix = str(int(time.time()))
+    topics = {
+        "F2_TOPIC_RAW": f"scale_raw_{suffix}",
+        "F2_TOPIC_DECODED": f"scale_decoded_{suffix}",
+        "F2_TOPIC_DLQ": f"scale_dlq_{suffix}",
+    }
+    create_topics(settings.kafka_bootstrap, list(topics.values()), 4)
+    base = datetime(2002, 1, 1, tzinfo=UTC) + timedelta(days=int(suffix) % 300)
+    batch = mix(messages, base)
+    rows = len(decoded_rows(batch, entries(settings)))
+    window = Window(settings.timeseries_dsn, base, base + timedelta(milliseconds=messages))
+    window.delete()
+    fill_topic(settings, topics["F2_TOPIC_RAW"], batch)
+    result: dict[str, Any] = {
+        "messages": messages,
+        "rows": rows,
+        "bare_consume": bare_consume(settings, topics["F2_TOPIC_RAW"], messages),
+    }
+    for processes in (1, 2):
+        shutil.rmtree(root / "recovery" / "decode", ignore_errors=True)
+        group = FlowGroup("decode", processes, root, workdir)
+        started = time.monotonic()
+        group.start(topics)
+        first: tuple[float, int] | None = None
+        seen = 0
+        try:
+            while time.monotonic() - started < 300:
+                seen = window.count()
+                now = time.monotonic()
+                if seen and first is None:
+                    first = (now, seen)
+                if seen >= rows:
+                    break
+                time.sleep(0.1)
+        finally:
+            group.stop()
+        window.delete()
+        if first is None or seen < rows:
+            raise RuntimeError(f"decode x{processes} stored {seen} of {rows} rows")
+        rows_per_s = (rows - first[1]) / max(time.monotonic() - first[0], 1e-3)
+        result[f"flow_{processes}p"] = {
+            "rows_per_s": round(rows_per_s),
+            "msgs_per_s": round(rows_per_s * messages / rows),
+            "wall_s": round(time.monotonic() - started, 2),
+        }
+    shutil.rmtree(root / "recovery" / "decode", ignore_errors=True)
+    return result
+
+
+def run(quick: bool, workdir: Path) -> dict[str, Any]:
+    """The whole end-to-end part on the (already isolated) stack: ramps, then scaling."""
+    f2("stack", "up")
+    settings = load_settings()
+    root = Path(settings.stack_dir)
+    rates = QUICK_RATES if quick else FULL_RATES
+    duration = 8.0 if quick else 15.0
+    configs = [(1, 1)] if quick else [(1, 1), (2, 2)]
+    ramps = []
+    for ingest, decode in configs:
+        pipeline = Pipeline(settings, root, workdir, ingest, decode)
+        ramps.append(ramp(pipeline, rates, duration, refine=not quick))
+    scaling = decode_scaling(settings, root, workdir, 10_000 if quick else 60_000)
+    return {
+        "stack": str(root),
+        "step_seconds": duration,
+        "drain_limit_s": DRAIN_LIMIT_S,
+        "latency_source": 'decode flow histogram f2_e2e_latency_seconds{since="device"}',
+        "ramps": ramps,
+        "decode_scaling": scaling,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.e2e", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="two rates, short steps")
+    parser.add_argument("--stack-dir", default=BENCH_STACK["F2_STACK_DIR"])
+    parser.add_argument("--port-offset", default=BENCH_STACK["F2_STACK_PORT_OFFSET"])
+    args = parser.parse_args(argv)
+    use_isolated_stack(args.stack_dir, args.port_offset)
+    workdir = Path(tempfile.mkdtemp(prefix="f2-bench-e2e-"))
+    result = run(args.quick, workdir)
+    text = json.dumps(result, indent=2)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "e2e.json").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,503 @@
+"""The capacity report of ``python -m bench``: one results document from the stage benchmarks and
+the end-to-end run, the targets marked met or not, a Markdown page and PNG plots.
+
+:func:`build_results` is pure (the parts in, the document out) so its shape is unit-tested;
+:func:`write_report` writes ``<stamp>.json``, ``latest.json``, ``latest.md`` and the plots
+(``latest-throughput.png``, ``latest-latency.png``, ``latest-cpu.png``; matplotlib is optional:
+without it the plots are skipped with a message).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+E2E_RATE_TARGET = 5000
+P99_TARGET_MS = 1000.0
+CPU_ROLES = ("simulator", "mosquitto", "ingest", "kafka", "decode", "postgres", "redis", "bench")
+PLOTS = {
+    "throughput": "latest-throughput.png",
+    "latency": "latest-latency.png",
+    "cpu": "latest-cpu.png",
+}
+
+
+def _get(data: Any, *path: str) -> Any:
+    """``data[path[0]][path[1]]...``, or None where anything is missing."""
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _ratio(a: float | None, b: float | None, digits: int = 3) -> float | None:
+    return round(a / b, digits) if a is not None and b else None
+
+
+def _num(value: Any, digits: int = 0) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return round(float(value), digits) if digits else round(float(value))
+
+
+def decode_section(raw: dict | None) -> dict[str, Any]:
+    rate, naive = _num(_get(raw, "msgs_per_s")), _num(_get(raw, "naive_msgs_per_s"))
+    return {
+        "msgs_per_s": rate,
+        "naive_msgs_per_s": naive,
+        "ratio_to_naive": _ratio(rate, naive, 2),
+        "wall_msgs_per_s": _num(_get(raw, "wall_msgs_per_s")),
+        "messages": _num(_get(raw, "messages")),
+    }
+
+
+def ingest_section(raw: dict | None) -> dict[str, Any]:
+    one, two = _num(_get(raw, "flow_1p", "rate")), _num(_get(raw, "flow_2p", "rate"))
+    ceiling = _num(_get(raw, "bare", "rate"))
+    return {
+        "msgs_per_s": one,
+        "mqtt_ceiling_msgs_per_s": ceiling,
+        "share_of_ceiling": _ratio(one, ceiling),
+        "msgs_per_s_2p": two,
+        "share_of_ceiling_2p": _ratio(two, ceiling),
+        "messages": _num(_get(raw, "messages")),
+    }
+
+
+def store_section(flow: dict | None, store: dict | None, scaling: dict | None) -> dict[str, Any]:
+    rows, copy = _num(_get(flow, "flow", "rows_per_s")), _num(_get(flow, "ceiling", "rows_per_s"))
+    naive = _num(_get(flow, "naive", "rows_per_s"))
+    writer = {
+        name: _num(value.get("rows_per_s"))
+        for name, value in (_get(store, "results") or {}).items()
+        if isinstance(value, dict)
+    }
+    return {
+        "rows_per_s": rows,
+        "copy_ceiling_rows_per_s": copy,
+        "naive_rows_per_s": naive,
+        "flow_over_ceiling": _ratio(rows, copy),
+        "flow_over_naive": _ratio(rows, naive, 1),
+        "kafka_consume_ceiling_msgs_per_s": _num(_get(scaling, "bare_consume", "msgs_per_s")),
+        "flow_msgs_per_s": _num(_get(scaling, "flow_1p", "msgs_per_s")),
+        "rows": _num(_get(flow, "rows")),
+        "writer_rows_per_s": writer,
+    }
+
+
+def simulator_section(raw: dict | None) -> dict[str, Any]:
+    rate, ceiling = (
+        _num(_get(raw, "best_simulator", "rate")),
+        _num(_get(raw, "best_ceiling", "rate")),
+    )
+    return {
+        "msgs_per_s": rate,
+        "mosquitto_ceiling_msgs_per_s": ceiling,
+        "ceiling_client": _get(raw, "best_ceiling", "by"),
+        "share_of_ceiling": _ratio(rate, ceiling),
+    }
+
+
+def _best_step(ramp: dict) -> dict | None:
+    """The highest sustained step of a ramp (else its first step)."""
+    steps = ramp.get("steps") or []
+    good = [s for s in steps if s.get("sustained")]
+    if good:
+        return max(good, key=lambda s: s["offered_msgs_per_s"])
+    return steps[0] if steps else None
+
+
+def e2e_section(raw: dict | None) -> dict[str, Any]:
+    ramps = _get(raw, "ramps") or []
+    main = ramps[0] if ramps else {}
+    best = _best_step(main) or {}
+    steps = [step for ramp in ramps for step in ramp.get("steps", [])]
+    at_target = [s for s in main.get("steps", []) if s.get("offered_msgs_per_s") == E2E_RATE_TARGET]
+    return {
+        "max_sustained_msgs_per_s": _num(main.get("max_sustained_msgs_per_s")),
+        "config": main.get("config"),
+        "at_msgs_per_s": _num(best.get("offered_msgs_per_s")),
+        "p50_ms": _num(best.get("p50_ms"), 1),
+        "p95_ms": _num(best.get("p95_ms"), 1),
+        "p99_ms": _num(best.get("p99_ms"), 1),
+        "share_within_1s": best.get("share_within_1s"),
+        "missing_rows_total": sum(int(s.get("missing_rows") or 0) for s in steps),
+        "at_5000": {
+            key: at_target[0].get(key)
+            for key in ("sustained", "p50_ms", "p95_ms", "p99_ms", "missing_rows", "drain_s")
+        }
+        if at_target
+        else None,
+        "latency_source": _get(raw, "latency_source"),
+        "step_seconds": _get(raw, "step_seconds"),
+        "drain_limit_s": _get(raw, "drain_limit_s"),
+        "ramps": [
+            {key: ramp.get(key) for key in ("config", "max_sustained_msgs_per_s")} for ramp in ramps
+        ],
+        "steps": steps,
+    }
+
+
+def cpu_section(e2e: dict[str, Any]) -> dict[str, Any]:
+    """CPU per process group at the reported e2e step: cores used and share of the total."""
+    step = next(
+        (
+            s
+            for s in e2e["steps"]
+            if s.get("config") == e2e["config"] and s["offered_msgs_per_s"] == e2e["at_msgs_per_s"]
+        ),
+        None,
+    )
+    cores = dict((step or {}).get("cpu_cores") or {})
+    total = sum(cores.values())
+    return {
+        "at_msgs_per_s": e2e["at_msgs_per_s"],
+        "cores": cores,
+        "share": {role: round(value / total, 3) for role, value in cores.items()} if total else {},
+    }
+
+
+def scaling_section(ingest: dict, e2e_raw: dict | None, scaling: dict | None) -> dict[str, Any]:
+    return {
+        "ingest_msgs_per_s": {"1": ingest["msgs_per_s"], "2": ingest["msgs_per_s_2p"]},
+        "decode_msgs_per_s": {
+            "1": _num(_get(scaling, "flow_1p", "msgs_per_s")),
+            "2": _num(_get(scaling, "flow_2p", "msgs_per_s")),
+        },
+        "decode_rows_per_s": {
+            "1": _num(_get(scaling, "flow_1p", "rows_per_s")),
+            "2": _num(_get(scaling, "flow_2p", "rows_per_s")),
+        },
+        "e2e_max_sustained_msgs_per_s": {
+            ramp.get("config"): _num(ramp.get("max_sustained_msgs_per_s"))
+            for ramp in (_get(e2e_raw, "ramps") or [])
+        },
+    }
+
+
+def _target(value: Any, threshold: float, what: str, unit: str, below: bool = False) -> dict:
+    met = value is not None and (value <= threshold if below else value >= threshold)
+    return {"value": value, "target": threshold, "met": bool(met), "what": what, "unit": unit}
+
+
+def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every target of issues 3, 5, 6 and 11, with the measured value and met / not met."""
+    e2e, at = results["e2e"], results["e2e"]["at_5000"] or {}
+    p99_at = at.get("p99_ms") if at.get("sustained") else None
+    return {
+        "e2e_sustained": _target(
+            e2e["max_sustained_msgs_per_s"], E2E_RATE_TARGET, "end-to-end sustained", "msg/s"
+        ),
+        "e2e_p99_at_5000": _target(
+            p99_at, P99_TARGET_MS, "p99 latency at 5,000 msg/s (sustained)", "ms", below=True
+        ),
+        "e2e_zero_loss": _target(
+            e2e["missing_rows_total"] if e2e["steps"] else None,
+            0,
+            "rows missing over every step",
+            "rows",
+            below=True,
+        ),
+        "decode_core_rate": _target(
+            results["decode"]["msgs_per_s"], 150_000, "decode core, one core", "msg/s"
+        ),
+        "decode_core_vs_naive": _target(
+            results["decode"]["ratio_to_naive"], 3.0, "decode core / naive", "×"
+        ),
+        "ingest_vs_ceiling": _target(
+            results["ingest"]["share_of_ceiling"], 0.70, "ingest ×1 / bare subscriber", "share"
+        ),
+        "decode_flow_vs_copy": _target(
+            results["store"]["flow_over_ceiling"], 0.50, "decode flow / COPY ceiling", "share"
+        ),
+        "decode_flow_vs_naive": _target(
+            results["store"]["flow_over_naive"], 10.0, "decode flow / naive pipeline", "×"
+        ),
+    }
+
+
+def build_results(parts: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """The results document from the raw parts (``decode``, ``ingest``, ``store``,
+    ``decode_flow``, ``simulator``, ``e2e``: each a benchmark's JSON, or ``{"error": ...}``)
+    and ``meta`` (``machine``, ``versions``, ``mode``, ``started_at``, ``runtime_s``)."""
+    ok = {k: v for k, v in parts.items() if isinstance(v, dict) and "error" not in v}
+    scaling = _get(ok, "e2e", "decode_scaling")
+    results: dict[str, Any] = {
+        "mode": meta.get("mode"),
+        "started_at": meta.get("started_at"),
+        "runtime_s": meta.get("runtime_s"),
+        "decode": decode_section(ok.get("decode")),
+        "ingest": ingest_section(ok.get("ingest")),
+        "store": store_section(ok.get("decode_flow"), ok.get("store"), scaling),
+        "simulator": simulator_section(ok.get("simulator")),
+        "e2e": e2e_section(ok.get("e2e")),
+    }
+    results["cpu"] = cpu_section(results["e2e"])
+    results["scaling"] = scaling_section(results["ingest"], ok.get("e2e"), scaling)
+    results["targets"] = targets(results)
+    results["errors"] = {
+        name: part["error"]
+        for name, part in parts.items()
+        if isinstance(part, dict) and "error" in part
+    }
+    results["machine"] = meta.get("machine", {})
+    results["versions"] = meta.get("versions", {})
+    return results
+
+
+# Markdown ---------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if unit == "share":
+        return f"{value:.0%}"
+    if isinstance(value, float) and not value.is_integer():
+        text = f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    else:
+        text = f"{value:,.0f}"
+    return f"{text} {unit}".strip() if unit not in ("", "share") else text
+
+
+def render_markdown(results: dict[str, Any], plots: list[Path]) -> str:
+    """The report page: targets, stages against their ceilings, scaling, the ramp, CPU, plots."""
+    r, lines = results, []
+    lines += [
+        "# F2 pipeline — capacity report",
+        "",
+        f"Run {r['started_at']} ({r['mode']} mode, {_fmt(r['runtime_s'])} s); machine: "
+        f"{r['machine'].get('cpus')} CPUs ({r['machine'].get('cpu_model')}), "
+        f"load average at start {r['machine'].get('load_average')}. Every figure and its ceiling "
+        "come from this run, on this machine.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | required | |",
+        "|---|---|---|---|",
+    ]
+    for t in r["targets"].values():
+        sign = "≤" if t["what"].startswith(("p99", "rows missing")) else "≥"
+        lines.append(
+            f"| {t['what']} | {_fmt(t['value'], t['unit'])} | {sign} {_fmt(t['target'], t['unit'])}"
+            f" | {'**met**' if t['met'] else '**not met**'} |"
+        )
+    d, i, s, m = r["decode"], r["ingest"], r["store"], r["simulator"]
+    lines += [
+        "",
+        "## Stages against their ceilings (same run)",
+        "",
+        "| stage | figure | ceiling | share of ceiling | naive baseline | × naive |",
+        "|---|---|---|---|---|---|",
+        f"| simulator load mode (QoS 1 publish) | {_fmt(m['msgs_per_s'])} msg/s | "
+        f"{_fmt(m['mosquitto_ceiling_msgs_per_s'])} msg/s "
+        f"(Mosquitto, {m['ceiling_client'] or '—'}) | "
+        f"{_fmt(m['share_of_ceiling'], 'share')} | — | — |",
+        f"| ingest flow ×1 (MQTT → Kafka, QoS 1) | {_fmt(i['msgs_per_s'])} msg/s | "
+        f"{_fmt(i['mqtt_ceiling_msgs_per_s'])} msg/s (bare paho subscriber) | "
+        f"{_fmt(i['share_of_ceiling'], 'share')} | — | — |",
+        f"| decode core (one core) | {_fmt(d['msgs_per_s'])} msg/s | — | — | "
+        f"{_fmt(d['naive_msgs_per_s'])} msg/s | {_fmt(d['ratio_to_naive'])} |",
+        f"| decode flow, input (Kafka → decode) | {_fmt(s['flow_msgs_per_s'])} msg/s | "
+        f"{_fmt(s['kafka_consume_ceiling_msgs_per_s'])} msg/s (bare Kafka consumer) | "
+        f"{_fmt(_ratio(s['flow_msgs_per_s'], s['kafka_consume_ceiling_msgs_per_s']), 'share')}"
+        " | — | — |",
+        f"| decode flow, output (→ storage, all outputs on) | {_fmt(s['rows_per_s'])} rows/s | "
+        f"{_fmt(s['copy_ceiling_rows_per_s'])} rows/s (COPY from Python) | "
+        f"{_fmt(s['flow_over_ceiling'], 'share')} | {_fmt(s['naive_rows_per_s'])} rows/s | "
+        f"{_fmt(s['flow_over_naive'])} |",
+    ]
+    if s["writer_rows_per_s"]:
+        writer = ", ".join(f"{k} {_fmt(v)}" for k, v in s["writer_rows_per_s"].items())
+        lines += ["", f"Storage writer alone (rows/s, `bench.store`): {writer}."]
+    sc = r["scaling"]
+    lines += [
+        "",
+        "## Scaling (1 and 2 processes)",
+        "",
+        "| | 1 process | 2 processes |",
+        "|---|---|---|",
+        f"| ingest flow, msg/s (queued sessions drained) | {_fmt(sc['ingest_msgs_per_s']['1'])} |"
+        f" {_fmt(sc['ingest_msgs_per_s']['2'])} |",
+        f"| decode flow, msg/s (pre-filled topic drained) | {_fmt(sc['decode_msgs_per_s']['1'])} |"
+        f" {_fmt(sc['decode_msgs_per_s']['2'])} |",
+        f"| decode flow, rows/s | {_fmt(sc['decode_rows_per_s']['1'])} |"
+        f" {_fmt(sc['decode_rows_per_s']['2'])} |",
+    ]
+    for config, rate in sc["e2e_max_sustained_msgs_per_s"].items():
+        shown = _fmt(rate) if rate else "none sustained"
+        lines.append(f"| end to end ({config}), max sustained msg/s | {shown} | |")
+    e = r["e2e"]
+    lines += [
+        "",
+        "## End to end: simulator → Mosquitto → ingest → Kafka → decode → PostgreSQL",
+        "",
+        f"Maximum sustained: **{_fmt(e['max_sustained_msgs_per_s'])} msg/s** ({e['config']}); "
+        f"at {_fmt(e['at_msgs_per_s'])} msg/s latency p50 {_fmt(e['p50_ms'])} ms, "
+        f"p95 {_fmt(e['p95_ms'])} ms, p99 {_fmt(e['p99_ms'])} ms. Latency: {e['latency_source']}"
+        f" (device timestamp → database commit). Steps of {e['step_seconds']} s; sustained = no "
+        f"row missing, ≥ 95 % of the offered rate published, backlog drained within "
+        f"{e['drain_limit_s']} s of the last publish.",
+        "",
+        "| config | offered | published | stored rows | missing | drain s | p50 ms | p95 ms "
+        "| p99 ms | ≤ 1 s | max Kafka backlog | sustained |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for st in e["steps"]:
+        lines.append(
+            f"| {st['config']} | {_fmt(st['offered_msgs_per_s'])} | "
+            f"{_fmt(st['achieved_msgs_per_s'])} | {_fmt(st['stored_rows'])} | "
+            f"{_fmt(st['missing_rows'])} | {st['drain_s']} | {_fmt(st['p50_ms'])} | "
+            f"{_fmt(st['p95_ms'])} | {_fmt(st['p99_ms'])} | "
+            f"{_fmt(st['share_within_1s'], 'share')} | {_fmt(st['max_kafka_backlog_msgs'])} | "
+            f"{'yes' if st['sustained'] else 'no'} |"
+        )
+    c = r["cpu"]
+    if c["cores"]:
+        lines += [
+            "",
+            f"## CPU per process group at {_fmt(c['at_msgs_per_s'])} msg/s",
+            "",
+            "| process | cores | share |",
+            "|---|---|---|",
+        ]
+        for role, cores in sorted(c["cores"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {role} | {cores:.2f} | {_fmt(c['share'].get(role), 'share')} |")
+    if plots:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in plots]
+    if r["errors"]:
+        lines += ["", "## Benchmarks that failed in this run", ""]
+        lines += [f"- `{name}`: {error}" for name, error in r["errors"].items()]
+    lines += ["", f"Versions: {', '.join(f'{k} {v}' for k, v in r['versions'].items())}.", ""]
+    return "\n".join(lines)
+
+
+# Plots ------------------------------------------------------------------------------------------
+
+
+def render_plots(results: dict[str, Any], folder: Path) -> list[Path]:
+    """The three PNG plots; [] (and a message) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(
+            "bench: matplotlib is not installed; plots skipped "
+            "(pip install -e '.[perf]' to get them)",
+            flush=True,
+        )
+        return []
+    steps = results["e2e"]["steps"]
+    configs = list(dict.fromkeys(s["config"] for s in steps))
+    written = []
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    top = max((s["offered_msgs_per_s"] for s in steps), default=1)
+    ax.plot([0, top], [0, top], color="grey", linestyle=":", label="offered")
+    for config in configs:
+        mine = [s for s in steps if s["config"] == config]
+        x = [s["offered_msgs_per_s"] for s in mine]
+        ax.plot(
+            x, [s["achieved_msgs_per_s"] for s in mine], marker="o", label=f"{config}: published"
+        )
+        ax.plot(
+            x,
+            [s.get("delivered_msgs_per_s", s["decode_msgs_per_s"]) for s in mine],
+            marker="x",
+            linestyle="--",
+            label=f"{config}: delivered to storage (published / (step + drain))",
+        )
+        bad = [s for s in mine if not s["sustained"]]
+        ax.scatter(
+            [s["offered_msgs_per_s"] for s in bad],
+            [s["achieved_msgs_per_s"] for s in bad],
+            s=120,
+            facecolors="none",
+            edgecolors="red",
+        )
+    ax.axvline(E2E_RATE_TARGET, color="green", linewidth=0.8, label="target 5,000 msg/s")
+    ax.set(
+        xlabel="offered msg/s", ylabel="msg/s", title="End-to-end throughput (red: not sustained)"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    written.append(_save(plt, fig, folder / PLOTS["throughput"]))
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for config in configs:
+        mine = [s for s in steps if s["config"] == config and s["p50_ms"] is not None]
+        x = [s["offered_msgs_per_s"] for s in mine]
+        for key, style in (("p50_ms", "-"), ("p95_ms", "--"), ("p99_ms", ":")):
+            ax.plot(
+                x, [s[key] for s in mine], marker="o", linestyle=style, label=f"{config}: {key[:3]}"
+            )
+    ax.axhline(P99_TARGET_MS, color="red", linewidth=0.8, label="p99 target 1 s")
+    ax.set_yscale("log")
+    ax.set(xlabel="offered msg/s", ylabel="ms (device time → commit)", title="End-to-end latency")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    written.append(_save(plt, fig, folder / PLOTS["latency"]))
+
+    main = [s for s in steps if s["config"] == results["e2e"]["config"]]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    labels = [f"{s['offered_msgs_per_s']:,.0f}" for s in main]
+    bottom = [0.0] * len(main)
+    for role in CPU_ROLES:
+        values = [s["cpu_cores"].get(role, 0.0) for s in main]
+        if any(values):
+            ax.bar(labels, values, bottom=bottom, label=role)
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.axhline(results["machine"].get("cpus") or 2, color="grey", linestyle=":", label="cores")
+    ax.set(
+        xlabel="offered msg/s",
+        ylabel="cores (CPU s / s)",
+        title=f"CPU by process group ({results['e2e']['config']})",
+    )
+    ax.legend(fontsize=7)
+    written.append(_save(plt, fig, folder / PLOTS["cpu"]))
+    return written
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report [RESULTS_JSON]``: render ``latest.md`` and the plots again from a
+    results document (default ``bench/results/latest.json``) without running anything."""
+    from bench.common import RESULTS_DIR
+
+    source = Path(argv[0]) if argv else RESULTS_DIR / "latest.json"
+    results = json.loads(source.read_text())
+    plots = render_plots(results, source.parent)
+    (source.parent / "latest.md").write_text(render_markdown(results, plots))
+    print(f"wrote {source.parent / 'latest.md'} and {len(plots)} plots")
+    return 0
+
+
+def write_report(results: dict[str, Any], folder: Path, stamp: str) -> list[Path]:
+    """``<stamp>.json``, ``latest.json``, the plots and ``latest.md`` in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2) + "\n"
+    (folder / f"{stamp}.json").write_text(text)
+    (folder / "latest.json").write_text(text)
+    plots = render_plots(results, folder)
+    page = render_markdown(results, plots)
+    (folder / "latest.md").write_text(page)
+    shutil.copyfile(folder / "latest.md", folder / f"{stamp}.md")
+    return [folder / f"{stamp}.json", folder / "latest.json", folder / "latest.md", *plots]
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,188 @@
+"""The benchmark report builder: the results document's shape and target marking from a small
+synthetic run (shaped like the stage benchmarks' JSON), the histogram arithmetic behind the latency
+figures, and the files the report writes. No benchmark is run here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.common import bucket_diff, histogram_buckets, last_json_object, parse_metrics, quantile
+from bench.report import build_results, render_markdown, write_report
+
+REQUIRED = {
+    "decode": ("msgs_per_s", "naive_msgs_per_s"),
+    "ingest": ("msgs_per_s", "mqtt_ceiling_msgs_per_s"),
+    "store": ("rows_per_s", "copy_ceiling_rows_per_s", "naive_rows_per_s"),
+    "e2e": ("max_sustained_msgs_per_s", "p50_ms", "p95_ms", "p99_ms"),
+}
+
+
+def step(rate: int, sustained: bool, p99: float, missing: int = 0) -> dict:
+    return {
+        "config": "ingest x1, decode x1",
+        "offered_msgs_per_s": rate,
+        "achieved_msgs_per_s": float(rate),
+        "published": rate * 10,
+        "expected_rows": rate * 22,
+        "stored_rows": rate * 22 - missing,
+        "missing_rows": missing,
+        "extra_rows": 0,
+        "drain_s": 0.5 if sustained else 9.0,
+        "sustained": sustained,
+        "delivered_msgs_per_s": rate,
+        "stored_rows_per_s": rate * 2,
+        "ingest_msgs_per_s": rate,
+        "decode_msgs_per_s": rate,
+        "max_kafka_backlog_msgs": 100,
+        "latency_observations": 1000,
+        "p50_ms": p99 / 3,
+        "p95_ms": p99 * 0.9,
+        "p99_ms": p99,
+        "share_within_1s": 0.995 if p99 <= 1000 else 0.5,
+        "window_s": 11.0,
+        "cpu_s": {"ingest": 4.0, "decode": 3.0},
+        "cpu_cores": {"ingest": 0.4, "decode": 0.3, "simulator": 0.1},
+    }
+
+
+def parts() -> dict:
+    """A small quick run's raw parts, shaped like each benchmark's printed JSON."""
+    return {
+        "decode": {"msgs_per_s": 170000, "naive_msgs_per_s": 30000, "messages": 5000},
+        "ingest": {
+            "messages": 10000,
+            "bare": {"rate": 14000.0},
+            "flow_1p": {"rate": 11000.0},
+            "flow_2p": {"rate": 12000.0},
+        },
+        "store": {"results": {"copy_merge_5000": {"rows_per_s": 110000}}},
+        "decode_flow": {
+            "rows": 40000,
+            "flow": {"rows_per_s": 60000.0},
+            "ceiling": {"rows_per_s": 100000.0},
+            "naive": {"rows_per_s": 2000.0},
+        },
+        "simulator": {
+            "best_simulator": {"rate": 80000.0},
+            "best_ceiling": {"rate": 150000, "by": "raw_client_2_processes"},
+        },
+        "e2e": {
+            "latency_source": "histogram",
+            "step_seconds": 8.0,
+            "drain_limit_s": 3.0,
+            "ramps": [
+                {
+                    "config": "ingest x1, decode x1",
+                    "max_sustained_msgs_per_s": 5000,
+                    "steps": [step(2000, True, 600.0), step(5000, True, 900.0)],
+                }
+            ],
+            "decode_scaling": {
+                "bare_consume": {"msgs_per_s": 500000},
+                "flow_1p": {"msgs_per_s": 8000, "rows_per_s": 22000},
+                "flow_2p": {"msgs_per_s": 9000, "rows_per_s": 25000},
+            },
+        },
+    }
+
+
+META = {
+    "mode": "quick",
+    "started_at": "2026-11-26T20:00:00+00:00",
+    "runtime_s": 80,
+    "machine": {"cpus": 2},
+    "versions": {"python": "3.11"},
+}
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def test_results_have_the_required_shape_with_numbers():
+    results = build_results(parts(), META)
+    for section, keys in REQUIRED.items():
+        assert isinstance(results[section], dict)
+        for key in keys:
+            assert is_number(results[section][key]), (section, key, results[section][key])
+    assert isinstance(results["machine"], dict) and isinstance(results["versions"], dict)
+    assert results["e2e"]["p99_ms"] == 900.0  # at the highest sustained step
+    assert results["scaling"]["decode_msgs_per_s"] == {"1": 8000, "2": 9000}
+    assert results["scaling"]["ingest_msgs_per_s"] == {"1": 11000, "2": 12000}
+    assert results["cpu"]["share"]["ingest"] == pytest.approx(0.5)
+    json.dumps(results)  # serialisable as is
+
+
+def test_targets_are_marked_met_and_not_met():
+    results = build_results(parts(), META)
+    met = {name: target["met"] for name, target in results["targets"].items()}
+    assert met == {
+        "e2e_sustained": True,
+        "e2e_p99_at_5000": True,
+        "e2e_zero_loss": True,
+        "decode_core_rate": True,
+        "decode_core_vs_naive": True,
+        "ingest_vs_ceiling": True,  # 11000 / 14000 = 0.79
+        "decode_flow_vs_copy": True,  # 0.6
+        "decode_flow_vs_naive": True,  # 30×
+    }
+    slow = parts()
+    slow["ingest"]["flow_1p"]["rate"] = 9000.0  # 0.64 of the ceiling
+    slow["e2e"]["ramps"][0]["steps"][1] = step(5000, True, 1500.0, missing=3)
+    marked = build_results(slow, META)["targets"]
+    assert not marked["ingest_vs_ceiling"]["met"]
+    assert not marked["e2e_p99_at_5000"]["met"]
+    assert not marked["e2e_zero_loss"]["met"]
+    assert marked["e2e_zero_loss"]["value"] == 3
+
+
+def test_a_failed_benchmark_keeps_the_shape_and_is_listed():
+    broken = parts()
+    broken["ingest"] = {"error": "RuntimeError: no broker"}
+    results = build_results(broken, META)
+    assert results["ingest"]["msgs_per_s"] is None
+    assert results["errors"] == {"ingest": "RuntimeError: no broker"}
+    assert not results["targets"]["ingest_vs_ceiling"]["met"]
+    assert "no broker" in render_markdown(results, [])
+
+
+def test_histogram_quantiles_from_a_diff_of_two_scrapes():
+    before = parse_metrics(
+        'f2_e2e_latency_seconds_bucket{since="device",le="0.5"} 10\n'
+        'f2_e2e_latency_seconds_bucket{since="device",le="1.0"} 10\n'
+        'f2_e2e_latency_seconds_bucket{since="device",le="+Inf"} 10\n'
+        'f2_e2e_latency_seconds_bucket{since="receive",le="+Inf"} 99\n'
+    )
+    after = parse_metrics(
+        'f2_e2e_latency_seconds_bucket{since="device",le="0.5"} 60\n'
+        'f2_e2e_latency_seconds_bucket{since="device",le="1.0"} 108\n'
+        'f2_e2e_latency_seconds_bucket{since="device",le="+Inf"} 110\n'
+    )
+    name, label = "f2_e2e_latency_seconds", 'since="device"'
+    diff = bucket_diff(
+        histogram_buckets(after, name, label), histogram_buckets(before, name, label)
+    )
+    assert diff == [(0.5, 50.0), (1.0, 98.0), (float("inf"), 100.0)]
+    assert quantile(diff, 0.5) == pytest.approx(0.5)
+    assert quantile(diff, 0.75) == pytest.approx(0.5 + 0.5 * 25 / 48)
+    assert quantile(diff, 0.99) == pytest.approx(1.0)  # in +Inf: the largest finite bound
+    assert quantile([], 0.5) is None
+
+
+def test_last_json_object_after_other_output():
+    text = 'mosquitto: started\n{"a": 1}\nstopped\n{\n  "b": {"c": 2}\n}\n'
+    assert last_json_object(text) == {"b": {"c": 2}}
+
+
+def test_write_report_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("bench.report.render_plots", lambda _results, _folder: [])  # optional
+    results = build_results(parts(), META)
+    written = write_report(results, tmp_path, "20261126T200000Z")
+    names = {path.name for path in written}
+    assert {"20261126T200000Z.json", "latest.json", "latest.md"} <= names
+    assert json.loads((tmp_path / "latest.json").read_text()) == results
+    page = (tmp_path / "latest.md").read_text()
+    assert "| end-to-end sustained | 5,000 msg/s | ≥ 5,000 msg/s | **met** |" in page
