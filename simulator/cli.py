@@ -3,6 +3,14 @@
 Builds the fleet (seed fleet, or ``--controllers N`` generated from ``--seed``), registers it when
 asked, runs it (:func:`simulator.load.run_fleet`) and writes the report, also after SIGTERM or
 Ctrl-C. ``--duration 0`` with ``--register`` only registers.
+
+MQTT login: the stack's test-rig user (``F2_SIM_USERNAME``/``F2_SIM_PASSWORD``, one connection per
+worker) by default. ``--device-credentials``: every controller connects as its own device user
+(username = MAC, one connection per controller), with the password from ``python -m ops.cli
+devices register MAC --json`` (run once per controller; creates the account if missing, else
+returns its password) or, with ``--credentials-file FILE``, from a JSON object mapping each MAC to
+its password. The broker then refuses a controller's messages on other MACs' topics (the
+``unknown_device`` faults): they are counted as refused, not in the report.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import sys
 from pathlib import Path
 
 from schemas.settings import load_settings
+from simulator.credentials import CredentialsError, read_credentials_file, register_devices
 from simulator.fleet import Fleet, generate_fleet, seed_fleet
 from simulator.load import RunConfig, run_fleet
 from simulator.registry import register_fleet
@@ -37,6 +46,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--faults", type=float, default=0.0, help="fraction of bad messages")
     parser.add_argument("--report", type=Path, help="write the JSON report here")
     parser.add_argument("--processes", type=int, default=1, help="publishing processes")
+    parser.add_argument(
+        "--device-credentials",
+        action="store_true",
+        help="connect each controller as its own MQTT user (MAC), registered via"
+        " `f2 devices register MAC --json` unless --credentials-file is given",
+    )
+    parser.add_argument(
+        "--credentials-file",
+        type=Path,
+        help="JSON object MAC -> password of the device users (implies --device-credentials)",
+    )
 
 
 def build_fleet(args: argparse.Namespace) -> Fleet:
@@ -63,6 +83,21 @@ def config_from(args: argparse.Namespace) -> RunConfig:
     )
 
 
+def device_credentials(args: argparse.Namespace, fleet: Fleet) -> dict[str, str] | None:
+    """MAC → password of every controller when the options ask for device users, else None."""
+    if args.credentials_file is None and not args.device_credentials:
+        return None
+    try:
+        if args.credentials_file is not None:
+            credentials = read_credentials_file(args.credentials_file, fleet.macs)
+        else:
+            credentials = register_devices(fleet.macs)
+    except CredentialsError as exc:
+        raise SystemExit(f"device credentials: {exc}") from exc
+    print(f"device credentials: {len(credentials)} controllers, one connection each", flush=True)
+    return credentials
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the simulator as the options say; the process exit code."""
     config = config_from(args)
@@ -76,14 +111,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"registered: {added or 'nothing new'}", flush=True)
         for mismatch in result.mismatches:
             log.warning(mismatch, extra={"stage": "simulator", "reason": "registry_mismatch"})
-        if args.duration == 0:
-            return 0
-    summary = run_fleet(config, fleet, settings, say=lambda line: print(line, flush=True))
+    credentials = device_credentials(args, fleet)
+    if args.register and args.duration == 0:
+        return 0
+    summary = run_fleet(config, fleet, settings, _say, credentials)
     report = build_report(summary.tally, fleet.macs, started_at)
     if args.report is not None:
         write_report(report, args.report)
         print(f"report: {args.report}", flush=True)
     return 1 if summary.errors else 0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -467,6 +467,10 @@ class FastPublisher:
         except (OSError, ProtocolError) as exc:
             self._lost(str(exc))
 
+    def fileno(self) -> int | None:
+        """The connection's socket descriptor (for ``select``), or None while disconnected."""
+        return None if self._sock is None else self._sock.fileno()
+
     def take_commands(self) -> list[Command]:
         """The commands received since the last call."""
         out, self._commands = self._commands, []
@@ -584,7 +588,7 @@ class FastPublisher:
 
     def _refuse(self, message: Outgoing, reason: int) -> None:
         """Count a message the broker refused (or that exceeds its maximum packet size)."""
-        self.tally.rejected += 1
+        self.tally.refuse(message)
         if reason not in self._refusals:
             extra = {"stage": "simulator", "reason": f"0x{reason:02x}", "topic": message.topic}
             log.warning("broker refused a message", extra=extra)

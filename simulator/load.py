@@ -12,7 +12,10 @@ each worker then waits for its outstanding acknowledgements and reports its tall
 Clients: with ``--rate`` (load mode) a worker publishes through :mod:`simulator.fastmqtt`, a raw
 socket MQTT v5 client that keeps up with the broker (paho in Python tops out near 9k msg/s per
 process); otherwise through the paho-based :class:`~simulator.publisher.Publisher`, like a device.
-Both count only acknowledged messages and answer ``cmnd/`` requests.
+Both count only acknowledged messages and answer ``cmnd/`` requests. They log in as the stack's
+test-rig user, or, given per-controller credentials (``--device-credentials``), through
+:class:`~simulator.devices.DevicePublishers`: one connection per controller of the worker, each as
+that controller's own user.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import msgspec
 
 from schemas.settings import Settings
 from schemas.topics import TopicInfo, parse_topic
+from simulator.devices import DevicePublishers
 from simulator.fastmqtt import FastPublisher
 from simulator.faults import FaultMaker
 from simulator.fleet import Fleet
@@ -45,7 +49,7 @@ SERVICE_EVERY = 32  # messages between network services when behind schedule (pa
 FAST_SERVICE_EVERY = 512  # the same for the raw socket client: one write per ~64 KB
 PROGRESS_S = 1.0
 
-AnyPublisher = Publisher | FastPublisher
+AnyPublisher = Publisher | FastPublisher | DevicePublishers
 
 
 class RunConfig(msgspec.Struct, frozen=True):
@@ -92,8 +96,22 @@ def worker_rate(config: RunConfig, sources: int) -> float:
     return sources / config.interval
 
 
-def make_publisher(config: RunConfig, settings: Settings, client_id: str) -> AnyPublisher:
-    """The raw socket client in load mode (``rate`` set), else the paho-based device client."""
+def make_publisher(
+    config: RunConfig,
+    settings: Settings,
+    client_id: str,
+    credentials: dict[str, str] | None = None,
+) -> AnyPublisher:
+    """The raw socket client in load mode (``rate`` set), else the paho-based device client;
+    with ``credentials`` (MAC → password) one of those per controller, as its own user."""
+    if credentials is not None:
+        return DevicePublishers(
+            settings,
+            credentials,
+            client_id,
+            config.qos,
+            lambda device, name: make_publisher(config, device, name),
+        )
     if config.rate:
         return FastPublisher(settings, client_id, config.qos)
     return Publisher(settings, client_id, config.qos, config.window)
@@ -106,11 +124,17 @@ def run_worker(
     index: int,
     stop: _Event,
     out: _Queue,
+    credentials: dict[str, str] | None = None,
 ) -> None:
-    """Publish this worker's share of the fleet's sources until stopped; its result to ``out``."""
+    """Publish this worker's share of the fleet's sources until stopped; its result to ``out``.
+    With ``credentials`` (MAC → password) each of its controllers connects as its own user."""
     started = time.monotonic()
     sources = build_sources(fleet, config.alias_rate)[index :: config.processes]
-    publisher = make_publisher(config, settings, f"f2-sim-{os.getpid()}-{index}-{fleet.seed}")
+    if credentials is not None:
+        macs = {source.mac for source in sources}
+        credentials = {mac: pw for mac, pw in credentials.items() if mac in macs}
+    client_id = f"f2-sim-{os.getpid()}-{index}-{fleet.seed}"
+    publisher = make_publisher(config, settings, client_id, credentials)
     try:
         publisher.connect()
     except (ConnectionError, OSError) as exc:
@@ -154,7 +178,7 @@ def _publish_loop(
     begin = time.monotonic()
     deadline = begin + config.duration if config.duration else float("inf")
     base, k, count = begin, 0, len(sources)
-    every = FAST_SERVICE_EVERY if isinstance(publisher, FastPublisher) else SERVICE_EVERY
+    every = FAST_SERVICE_EVERY if config.rate else SERVICE_EVERY
     last_progress = begin
     while True:
         now = time.monotonic()
@@ -210,16 +234,22 @@ class RunSummary(msgspec.Struct):
 
 
 def run_fleet(
-    config: RunConfig, fleet: Fleet, settings: Settings, say: Callable[[str], None] = print
+    config: RunConfig,
+    fleet: Fleet,
+    settings: Settings,
+    say: Callable[[str], None] = print,
+    credentials: dict[str, str] | None = None,
 ) -> RunSummary:
     """Run the fleet with ``config.processes`` workers until the duration ends or a stop signal
-    (SIGTERM/SIGINT) arrives; print progress through ``say``; return the merged tallies."""
+    (SIGTERM/SIGINT) arrives; print progress through ``say``; return the merged tallies.
+    With ``credentials`` (MAC → password) every controller connects as its own user."""
+    worker_args = (config, fleet, settings)
     if config.processes == 1:
         stop: _Event = threading.Event()
         results: _Queue = queue.Queue()
         workers: list[Any] = [
             threading.Thread(
-                target=run_worker, args=(config, fleet, settings, 0, stop, results), daemon=True
+                target=run_worker, args=(*worker_args, 0, stop, results, credentials), daemon=True
             )
         ]
     else:
@@ -228,7 +258,7 @@ def run_fleet(
         results = context.Queue()
         workers = [
             context.Process(
-                target=run_worker, args=(config, fleet, settings, i, stop, results), daemon=True
+                target=run_worker, args=(*worker_args, i, stop, results, credentials), daemon=True
             )
             for i in range(config.processes)
         ]
@@ -286,6 +316,9 @@ def _collect(
         f" (QoS {config.qos}, {config.processes} process(es), {tally.rejected} refused,"
         f" {unacked} unacknowledged)"
     )
+    if tally.refused:
+        refused = ", ".join(f"{label} {n}" for label, n in sorted(tally.refused.items()))
+        say(f"refused by the broker (not in the report): {refused}")
     return RunSummary(tally, publishing_s, rate, unacked, errors)
 
 

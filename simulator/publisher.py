@@ -111,6 +111,11 @@ class Publisher:
                 extra = {"stage": "simulator", "reason": str(exc)}
                 log.warning("MQTT reconnect failed", extra=extra)
 
+    def fileno(self) -> int | None:
+        """The connection's socket descriptor (for ``select``), or None while disconnected."""
+        sock = self._client.socket()
+        return None if sock is None else sock.fileno()
+
     def take_commands(self) -> list[Command]:
         """The commands received since the last call."""
         out, self._commands = self._commands, []
@@ -135,7 +140,7 @@ class Publisher:
     def _settle(self, message: Outgoing, reason: ReasonCode) -> None:
         """Count an acknowledged message."""
         if reason.is_failure:
-            self.tally.rejected += 1
+            self.tally.refuse(message)
             log.warning(
                 "broker refused a message",
                 extra={"stage": "simulator", "reason": str(reason), "topic": message.topic},

@@ -31,13 +31,15 @@ class Report(msgspec.Struct):
 
 
 class Tally(msgspec.Struct):
-    """Counts of acknowledged messages; workers send these to the parent, which merges them."""
+    """Counts of acknowledged messages (and of refused ones, by fault reason: they are not in the
+    report); workers send these to the parent, which merges them."""
 
     published: int = 0
     readings: int = 0
     events: int = 0
     errors: dict[str, int] = msgspec.field(default_factory=dict)
     rejected: int = 0
+    refused: dict[str, int] = msgspec.field(default_factory=dict)
 
     def add(self, message: Outgoing) -> None:
         """Count one acknowledged message."""
@@ -47,6 +49,12 @@ class Tally(msgspec.Struct):
         if message.error is not None:
             self.errors[message.error] = self.errors.get(message.error, 0) + 1
 
+    def refuse(self, message: Outgoing) -> None:
+        """Count one message the broker refused, by its fault reason (``good`` if none)."""
+        self.rejected += 1
+        label = message.error or "good"
+        self.refused[label] = self.refused.get(label, 0) + 1
+
     def merge(self, other: Tally) -> None:
         """Add another tally's counts to this one."""
         self.published += other.published
@@ -55,6 +63,8 @@ class Tally(msgspec.Struct):
         self.rejected += other.rejected
         for reason, count in other.errors.items():
             self.errors[reason] = self.errors.get(reason, 0) + count
+        for label, count in other.refused.items():
+            self.refused[label] = self.refused.get(label, 0) + count
 
 
 def utc_now() -> str:
