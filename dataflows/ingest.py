@@ -48,23 +48,54 @@ DEAD_LETTERED = Counter(
 DEAD_LETTERED.labels(BAD_TOPIC)
 
 
-def kafka_records(batch: list[RawMessage], raw_topic: str, dlq_topic: str) -> list[KafkaRecord]:
-    """The Kafka records of a batch: raw records keyed by MAC; bad topics as DLQ records."""
-    out = []
-    for msg in batch:
-        info = parse_topic(msg.topic)
-        topic = msg.topic.encode()
-        if isinstance(info, DecodeError):
-            out.append(dlq_record(msg, topic, info, dlq_topic))
-            continue
-        headers = [
-            ("mqtt_topic", topic),
-            ("mqtt_qos", b"1" if msg.qos == 1 else str(msg.qos).encode()),
-            ("mqtt_retain", b"1" if msg.retain else b"0"),
-            ("received_at", str(msg.received_at_ms).encode()),
-        ]
-        out.append(KafkaRecord(raw_topic, info.mac.encode(), msg.payload, headers))
-    return out
+_QOS = {qos: ("mqtt_qos", str(qos).encode()) for qos in (0, 1, 2)}
+_RETAIN = {False: ("mqtt_retain", b"0"), True: ("mqtt_retain", b"1")}
+TOPIC_CACHE_SIZE = 100_000
+
+
+class RecordBuilder:
+    """Builds the Kafka records of a batch; the per-topic parts are computed once per topic.
+
+    A fleet repeats a bounded set of topics, so the key and the ``mqtt_topic`` header of a topic
+    are cached (the cache is emptied when it reaches ``TOPIC_CACHE_SIZE`` topics, so hostile
+    topic churn cannot grow it); the ``mqtt_qos``/``mqtt_retain`` headers are constants.
+    """
+
+    def __init__(self, raw_topic: str, dlq_topic: str) -> None:
+        self._raw_topic = raw_topic
+        self._dlq_topic = dlq_topic
+        self._topics: dict[str, tuple[bytes, tuple[str, bytes]] | DecodeError] = {}
+
+    def _topic_parts(self, topic: str) -> tuple[bytes, tuple[str, bytes]] | DecodeError:
+        info = parse_topic(topic)
+        if len(self._topics) >= TOPIC_CACHE_SIZE:
+            self._topics.clear()
+        parts: tuple[bytes, tuple[str, bytes]] | DecodeError = info
+        if not isinstance(info, DecodeError):
+            parts = (info.mac.encode(), ("mqtt_topic", topic.encode()))
+        self._topics[topic] = parts
+        return parts
+
+    def __call__(self, batch: list[RawMessage]) -> list[KafkaRecord]:
+        """The Kafka records of ``batch``: raw records keyed by MAC; bad topics as DLQ records."""
+        out = []
+        append = out.append
+        topics = self._topics
+        raw_topic = self._raw_topic
+        for msg in batch:
+            parts = topics.get(msg.topic) or self._topic_parts(msg.topic)
+            if isinstance(parts, DecodeError):
+                append(dlq_record(msg, msg.topic.encode(), parts, self._dlq_topic))
+                continue
+            key, topic_header = parts
+            headers = [
+                topic_header,
+                _QOS.get(msg.qos) or ("mqtt_qos", str(msg.qos).encode()),
+                _RETAIN[msg.retain],
+                ("received_at", b"%d" % msg.received_at_ms),
+            ]
+            append(KafkaRecord(raw_topic, key, msg.payload, headers))
+        return out
 
 
 def dlq_record(msg: RawMessage, topic: bytes, error: DecodeError, dlq_topic: str) -> KafkaRecord:
@@ -91,9 +122,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     s = settings or load_settings()
     flow = Dataflow("f2_ingest")
     messages = op.input("mqtt", flow, MqttSource(load_source_settings(s)))
-    records = op.flat_map_batch(
-        "to_kafka", messages, lambda batch: kafka_records(batch, s.raw_topic, s.dlq_topic)
-    )
+    records = op.flat_map_batch("to_kafka", messages, RecordBuilder(s.raw_topic, s.dlq_topic))
     op.output("kafka", records, CheckedKafkaSink({"bootstrap.servers": s.kafka_bootstrap}))
     return flow
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from connectors import mqtt_source
@@ -12,12 +13,18 @@ from schemas.settings import load_settings
 
 
 class FakeClient:
+    """Records the packet ids of the PUBACK packets queued through paho's packet queue."""
+
     def __init__(self) -> None:
         self.acks: list[int] = []
+        self.writes = 0
 
-    def ack(self, mid: int, qos: int) -> None:
-        assert qos == 1
-        self.acks.append(mid)
+    def _packet_queue(self, command: int, packet: bytes, mid: int, qos: int) -> None:
+        assert command == mqtt.PUBACK and len(packet) % 4 == 0
+        for offset in range(0, len(packet), 4):
+            assert packet[offset : offset + 2] == b"\x40\x02"  # PUBACK, remaining length 2
+            self.acks.append(int.from_bytes(packet[offset + 2 : offset + 4], "big"))
+        self.writes += 1
 
 
 def message(mid: int, topic: str = "tele/f2-e4fd45f654be/sensor-mode/J1/sensor-1", qos: int = 1):
@@ -59,6 +66,39 @@ def test_acks_only_after_the_epoch_closed_in_receive_order(part) -> None:
     partition.snapshot()
     partition.next_batch()
     assert client.acks == [5, 6, 7, 8]  # nothing acked twice
+
+
+def test_acks_of_an_epoch_go_out_as_one_write(part) -> None:
+    partition, client = part
+    receive(partition, *range(1, 301))
+    while partition.next_batch():
+        pass
+    partition.snapshot()
+    partition.next_batch()
+    assert client.acks == list(range(1, 301)) and client.writes == 1
+
+
+def test_pubacks_fall_back_to_ack_per_id_without_the_packet_queue() -> None:
+    class OldClient:
+        def __init__(self) -> None:
+            self.acks: list[tuple[int, int]] = []
+
+        def ack(self, mid: int, qos: int) -> None:
+            self.acks.append((mid, qos))
+
+    client = OldClient()
+    mqtt_source.send_pubacks(client, [7, 65535])  # type: ignore[arg-type]
+    assert client.acks == [(7, 1), (65535, 1)]
+
+
+def test_pubacks_are_valid_mqtt_packets_for_paho() -> None:
+    client = mqtt_source.new_client(
+        MqttSourceSettings("127.0.0.1", 1, "", ""), "t", manual_ack=True
+    )
+    mqtt_source.send_pubacks(client, [1, 258, 65535])
+    (packet,) = client._out_packet
+    assert packet["packet"] == bytes([0x40, 2, 0, 1, 0x40, 2, 1, 2, 0x40, 2, 255, 255])
+    assert packet["to_process"] == 12
 
 
 def test_messages_of_an_open_epoch_wait_for_the_next_snapshot(part) -> None:
@@ -106,6 +146,18 @@ def test_emits_raw_messages_with_receive_time(part) -> None:
     assert raw.received_at_ms > 1_600_000_000_000
 
 
+def test_lean_path_messages_are_emitted_and_acked_like_paho_ones(part) -> None:
+    partition, client = part
+    partition._on_publish("tele/f2-e4fd45f654be/sensor-mode/J1/sensor-1", b"{}", 41, True)
+    receive(partition, 42)
+    lean, stock = partition.next_batch()
+    assert (lean.topic, lean.payload, lean.qos, lean.retain) == (stock.topic, b"{}", 1, True)
+    assert lean.received_at_ms > 1_600_000_000_000
+    partition.snapshot()
+    partition.next_batch()
+    assert client.acks == [41, 42]
+
+
 def test_next_awake_polls_soon_when_idle_and_at_once_when_busy(part) -> None:
     partition, _ = part
     assert partition.next_awake() is not None
@@ -126,3 +178,48 @@ def test_settings_from_environment() -> None:
     assert config.topic_filters == ("stat/#", "tele/#", "x/#")
     assert config.receive_maximum == 500 and config.tls
     assert load_source_settings(load_settings(env), {}).topic_filters == ("stat/#", "tele/#")
+
+
+def publish_packet(topic: bytes, payload: bytes, mid: int, props: bytes = b"") -> bytes:
+    """The variable header and payload of an MQTT v5 QoS 1 PUBLISH (after the fixed header)."""
+    return len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + props + payload
+
+
+def handle(client: mqtt.Client, command: int, packet: bytes) -> None:
+    """Feed ``packet`` to the client's PUBLISH handler the way paho's reader does (bytearray)."""
+    client._in_packet = {**client._in_packet, "command": command, "packet": bytearray(packet)}
+    assert client._handle_publish() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+@pytest.mark.parametrize("retain", [False, True])
+def test_lean_publish_path_agrees_with_paho(retain: bool) -> None:
+    config = MqttSourceSettings("127.0.0.1", 1, "", "")
+    lean = mqtt_source.new_client(config, "lean", manual_ack=True)
+    stock = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
+    got: list[tuple] = []
+    lean.on_publish_received = lambda *args: got.append(args)
+    stock.on_message = lambda _c, _u, m: got.append((m.topic, m.payload, m.mid, m.retain))
+    command = 0x32 | retain
+    packet = publish_packet(
+        "tele/f2-ab/sensor-mode/J1/sensor-1 ü".encode(), b"\x00{}", 65534, b"\0"
+    )
+    handle(lean, command, packet)
+    handle(stock, command, packet)
+    assert got[0] == got[1] == ("tele/f2-ab/sensor-mode/J1/sensor-1 ü", b"\x00{}", 65534, retain)
+    assert type(got[0][1]) is bytes  # the Kafka producer refuses a bytearray value
+
+
+@pytest.mark.parametrize(
+    ("command", "packet"),
+    [
+        (0x32, publish_packet(b"t/a", b"{}", 5, b"\x02\x01\x01")),  # has properties
+        (0x30, b"\x00\x03t/a\x00{}"),  # QoS 0: no packet id
+    ],
+)
+def test_lean_publish_path_leaves_the_rest_to_paho(command: int, packet: bytes) -> None:
+    lean = mqtt_source.new_client(MqttSourceSettings("h", 1, "", ""), "lean", manual_ack=True)
+    lean.on_publish_received = lambda *args: pytest.fail("lean path taken")
+    messages: list[mqtt.MQTTMessage] = []
+    lean.on_message = lambda _c, _u, m: messages.append(m)
+    handle(lean, command, packet)
+    assert [(m.topic, m.payload) for m in messages] == [("t/a", b"{}")]
