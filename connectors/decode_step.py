@@ -159,7 +159,7 @@ class DecodeStep:
                     continue
                 if stored_time is None:  # one timestamp per message
                     stored_time = item.time
-                    stamp = iso_utc(stored_time)
+                    stamp = _stamp(stored_time)
                 if kind is Reading:
                     rows.readings.append(reading_row(item, raw))
                     decoded.append(KafkaRecord(decoded_topic, key, _encode(_reading(item, stamp))))
@@ -176,6 +176,14 @@ class DecodeStep:
         READINGS.inc(n_readings)
         EVENTS.inc(n_events)
         return [DecodeOutput(rows, decoded, dlq)]
+
+
+def _stamp(moment: datetime) -> str:
+    """:func:`schemas.decode.iso_utc` of ``moment``, through msgspec's encoder (about 10× faster)
+    except at a whole second, where msgspec leaves the fraction out."""
+    if moment.microsecond == 0:
+        return iso_utc(moment)
+    return _encode(moment)[1:-1].decode()
 
 
 def _reading(r: Reading, stamp: str) -> ReadingRecord:

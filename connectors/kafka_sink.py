@@ -1,17 +1,27 @@
-"""A checked Kafka sink for Bytewax: a batch is done only when Kafka stored every record of it.
+"""Checked Kafka sinks for Bytewax: an epoch completes only when Kafka stored every record of it.
 
-Delivery guarantee: at-least-once. ``write_batch`` produces every record with a delivery callback
-(``acks=all``, idempotent producer) and returns only once every record of the batch has a
-successful delivery report. A failed delivery is never dropped: the failed records are produced
-again after a backoff (counted in ``f2_kafka_sink_retries_total``), for as long as it takes, so
-while Kafka is down the worker blocks here, its epoch does not complete and upstream acks (the
-MQTT PUBACKs of the ingest flow, the recovery commit of the decode flow) wait with it. Memory stays
-bounded: only the current batch is held. Only errors that retrying cannot fix (authentication,
+Delivery guarantee: at-least-once. Records are produced with ``acks=all`` on an idempotent
+producer; only failed deliveries get a report (``delivery.report.only.error``), and a failed
+record is never dropped: it is produced again after a backoff (counted in
+``f2_kafka_sink_retries_total``), for as long as it takes, so while Kafka is down the worker blocks
+and upstream acks wait with it. Only errors that retrying cannot fix (authentication,
 authorisation, a record larger than the broker accepts, a bad configuration) raise, which stops
-the flow loudly. A fatal idempotent-producer error (e.g. the broker lost the producer's state) is
-handled like any failed delivery round: the records Kafka did not confirm are produced again on a
-new producer. Records can be duplicated (a retry after a lost delivery report, a replayed epoch);
-never lost.
+the flow loudly. A fatal idempotent-producer error (e.g. the broker lost the producer's state)
+makes every unconfirmed record of the round be produced again on a new producer. Records can be
+duplicated (a retry, a replayed epoch); never lost.
+
+Two sinks, one delivery engine:
+
+- :class:`CheckedKafkaSink` (``DynamicSink``): ``write_batch`` returns only once every record of
+  the batch is confirmed. For flows WITHOUT recovery (ingest): there the epoch probe covers the
+  outputs, so the MQTT acks of an epoch wait for this sink. Memory: one batch.
+- :class:`CheckedKafkaPartitionedSink` (``FixedPartitionedSink``, keyed input): ``write_batch``
+  produces, ``snapshot()`` (taken per epoch after the partition wrote that epoch's items) returns
+  only once everything written is confirmed. For flows WITH recovery (decode): the recovery
+  commit waits for the snapshots of stateful steps only, never for a ``DynamicSink``, so with the
+  dynamic sink a commit could land while its epoch's records still wait in the sink's input, and
+  a crash at that moment would lose them (the source resumes after the committed epoch). Memory:
+  about one epoch of records in the producer's queue (bounded by its size; a full queue waits).
 
 Configuration: any librdkafka setting passes through, from the ``config`` dict and from
 ``F2_KAFKA_<SETTING>`` environment variables (``F2_KAFKA_SECURITY_PROTOCOL=SASL_SSL`` →
@@ -22,13 +32,18 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Mapping
-from functools import partial
 
 import msgspec
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter, Gauge
 
@@ -36,7 +51,7 @@ log = logging.getLogger("f2.kafka_sink")
 
 DELIVERED = Counter(
     "f2_kafka_sink_delivered",
-    "Records Kafka confirmed (delivery report OK)",
+    'Records Kafka confirmed (partition is "any": only failures get a per-record report)',
     ["topic", "partition"],
 )
 RETRIES = Counter(
@@ -60,7 +75,6 @@ DEFAULTS: dict[str, object] = {
     "queue.buffering.max.messages": 200000,
 }
 ENV_PREFIX = "F2_KAFKA_"
-_PENDING = object()
 # F2_KAFKA_* variables that configure the local stack's topics, not the client.
 _NOT_CLIENT_SETTINGS = frozenset(
     {"PARTITIONS", "BOOTSTRAP_FILE", "RETENTION_MS", "RETENTION_BYTES"}
@@ -135,16 +149,32 @@ def _reason(error: KafkaError) -> str:
     return (error.name() or str(error.code())).lstrip("_").lower()
 
 
-class _CheckedKafkaPartition(StatelessSinkPartition[KafkaRecord]):
+class _Delivery:
+    """One producer and its delivery bookkeeping (one per worker thread; not thread-safe).
+
+    ``produce`` hands records to librdkafka; ``settle`` returns once every record produced since
+    the last ``settle`` is confirmed, producing failed ones again. Only failures get delivery
+    reports (``delivery.report.only.error``, one callback for the producer, none per record): a
+    successful record costs no Python call, and a failed one is rebuilt from its report.
+    """
+
     def __init__(self, config: dict[str, object], worker: str) -> None:
         self._config = config
+        self._failed: list[tuple[KafkaError, Message]] = []
         self._producer = self._new_producer()
-        self._reports: list[object] = []
-        self._pending = 0
+        self._batch: list[list[KafkaRecord]] = []
         self._in_flight = IN_FLIGHT.labels(worker)
+        self._produced = 0
 
     def _new_producer(self) -> Producer:
-        return Producer({**self._config, "error_cb": self._on_client_error})
+        return Producer(
+            {
+                **self._config,
+                "delivery.report.only.error": True,
+                "on_delivery": self._on_failure,
+                "error_cb": self._on_client_error,
+            }
+        )
 
     def _on_client_error(self, error: KafkaError) -> None:
         CLIENT_ERRORS.labels(_reason(error)).inc()
@@ -153,89 +183,31 @@ class _CheckedKafkaPartition(StatelessSinkPartition[KafkaRecord]):
             extra={"stage": "kafka_sink", "reason": _reason(error), "detail": error.str()},
         )
 
-    def _on_delivery(self, index: int, error: KafkaError | None, message: Message) -> None:
-        self._pending -= 1
-        self._reports[index] = error if error is not None else message.partition()
+    def _on_failure(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._failed.append((error, message))
 
-    def write_batch(self, items: list[KafkaRecord]) -> None:
-        """Produce ``items``; return once Kafka confirmed all of them (retrying failures)."""
-        backoff = RETRY_BACKOFF_S[0]
-        records = items
-        while records:
-            records = self._deliver(records)
-            if records:
-                time.sleep(backoff)
-                backoff = min(backoff * 2, RETRY_BACKOFF_S[1])
-
-    def _deliver(self, records: list[KafkaRecord]) -> list[KafkaRecord]:
-        """Produce ``records`` and wait for every report; the records Kafka did not confirm."""
-        self._reports = [_PENDING] * len(records)
-        self._pending = 0
-        fatal = self._produce(records)
-        while self._pending > 0 and not fatal:
-            try:
-                self._producer.flush(1.0)
-            except (KafkaException, SystemError) as exc:
-                # A fatal producer error surfaces from flush() itself (e.g. a restarted broker
-                # that lost the idempotent producer's id); the unconfirmed records are retried.
-                if not _is_fatal(exc):
-                    raise
-                fatal = True
-            self._in_flight.set(self._pending)
-        self._in_flight.set(0)
-        retry: list[KafkaRecord] = []
-        delivered: Tally[tuple[str, int]] = Tally()
-        reasons: Tally[str] = Tally()
-        for record, report in zip(records, self._reports, strict=True):
-            if isinstance(report, int):
-                delivered[(record.topic, report)] += 1
-                continue
-            if isinstance(report, KafkaError):
-                if report.code() in _NOT_RETRIABLE:
-                    raise KafkaSinkError(
-                        f"kafka delivery to {record.topic} failed, not retriable: {report.str()}"
-                    )
-                fatal = fatal or report.fatal()
-                reasons[_reason(report)] += 1
-            else:
-                reasons["unconfirmed"] += 1
-            retry.append(record)
-        for (topic, partition), count in delivered.items():
-            DELIVERED.labels(topic, str(partition)).inc(count)
-        if retry:
-            self._count_retries(retry, reasons)
-        if retry:
-            # After a failed round the idempotent producer's sequence state may no longer match
-            # the broker's (a restarted broker forgets producer ids; timed-out batches leave gaps),
-            # which can stall its retries: produce the retries on a fresh producer.
-            self._reset_producer("fatal" if fatal else "failed_delivery")
-        return retry
-
-    def _produce(self, records: list[KafkaRecord]) -> bool:
-        """Produce every record (waiting while the local queue is full); True on a fatal error."""
+    def produce(self, records: list[KafkaRecord]) -> bool:
+        """Hand ``records`` to the producer (waiting while its queue is full); True if fatal."""
+        self._batch.append(records)
         producer = self._producer
-        for index, record in enumerate(records):
-            callback = partial(self._on_delivery, index)
+        produce = producer.produce
+        for record in records:
             while True:
                 try:
                     if record.partition is None:
-                        producer.produce(
-                            record.topic,
-                            record.value,
-                            record.key,
-                            headers=record.headers,
-                            on_delivery=callback,
-                        )
+                        if record.headers:
+                            produce(record.topic, record.value, record.key, headers=record.headers)
+                        else:  # no headers argument at all: half the cost of an empty list
+                            produce(record.topic, record.value, record.key)
                     else:
-                        producer.produce(
+                        produce(
                             record.topic,
                             record.value,
                             record.key,
                             partition=record.partition,
                             headers=record.headers,
-                            on_delivery=callback,
                         )
-                    self._pending += 1
                     break
                 except BufferError:
                     producer.poll(0.05)
@@ -244,8 +216,66 @@ class _CheckedKafkaPartition(StatelessSinkPartition[KafkaRecord]):
                     if error.fatal():
                         return True
                     raise KafkaSinkError(f"kafka produce refused: {error.str()}") from exc
-        self._in_flight.set(self._pending)
+        self._produced += len(records)
+        self._in_flight.set(self._produced)
         return False
+
+    def settle(self, fatal: bool = False) -> None:
+        """Return once every record produced so far is confirmed (retrying failures, forever)."""
+        backoff = RETRY_BACKOFF_S[0]
+        while self._batch:
+            retry = self._round(fatal)
+            if not retry:
+                break
+            time.sleep(backoff)
+            backoff = min(backoff * 2, RETRY_BACKOFF_S[1])
+            fatal = self.produce(retry)
+
+    def _round(self, fatal: bool) -> list[KafkaRecord]:
+        """Wait for the outstanding records; the ones to produce again (producer rebuilt)."""
+        left = 1
+        while left and not fatal:
+            try:
+                left = self._producer.flush(1.0)
+            except (KafkaException, SystemError) as exc:
+                # A fatal producer error surfaces from flush() itself (e.g. a restarted broker
+                # that lost the idempotent producer's id).
+                if not _is_fatal(exc):
+                    raise
+                fatal = True
+            self._in_flight.set(left)
+        self._in_flight.set(0)
+        batch, failed = self._batch, self._failed
+        self._batch, self._failed, self._produced = [], [], 0
+        reasons: Tally[str] = Tally()
+        retry: list[KafkaRecord] = []
+        for error, message in failed:
+            if error.code() in _NOT_RETRIABLE:
+                raise KafkaSinkError(
+                    f"kafka delivery to {message.topic()} failed, not retriable: {error.str()}"
+                )
+            fatal = fatal or error.fatal()
+            reasons[_reason(error)] += 1
+            retry.append(_from_report(message))
+        if fatal:
+            # Which records the broker stored is unknown: produce all of them again.
+            retry = [record for records in batch for record in records]
+            reasons = Tally({"unconfirmed": len(retry)})
+        delivered: Tally[str] = Tally()
+        for records in batch:
+            for record in records:
+                delivered[record.topic] += 1
+        for record in retry:
+            delivered[record.topic] -= 1
+        for topic, count in delivered.items():
+            DELIVERED.labels(topic, "any").inc(max(count, 0))
+        if retry:
+            self._count_retries(retry, reasons)
+            # After a failed round the idempotent producer's sequence state may no longer match
+            # the broker's (a restarted broker forgets producer ids; timed-out batches leave
+            # gaps), which can stall its retries: produce the retries on a fresh producer.
+            self._reset_producer("fatal" if fatal else "failed_delivery")
+        return retry
 
     def _count_retries(self, retry: list[KafkaRecord], reasons: Tally[str]) -> None:
         for reason, count in reasons.items():
@@ -261,7 +291,32 @@ class _CheckedKafkaPartition(StatelessSinkPartition[KafkaRecord]):
         self._producer = self._new_producer()
 
     def close(self) -> None:
+        self.settle()
         self._producer.flush(10.0)
+
+
+def _from_report(message: Message) -> KafkaRecord:
+    """The record of a failed delivery report (its partition kept if one was assigned)."""
+    partition = message.partition()
+    return KafkaRecord(
+        message.topic(),
+        message.key(),
+        message.value(),
+        list(message.headers() or ()),
+        partition if partition is not None and partition >= 0 else None,
+    )
+
+
+class _CheckedKafkaPartition(StatelessSinkPartition[KafkaRecord]):
+    def __init__(self, config: dict[str, object], worker: str) -> None:
+        self._delivery = _Delivery(config, worker)
+
+    def write_batch(self, items: list[KafkaRecord]) -> None:
+        """Produce ``items``; return once Kafka confirmed all of them (retrying failures)."""
+        self._delivery.settle(self._delivery.produce(items))
+
+    def close(self) -> None:
+        self._delivery.close()
 
 
 class CheckedKafkaSink(DynamicSink[KafkaRecord]):
@@ -277,3 +332,58 @@ class CheckedKafkaSink(DynamicSink[KafkaRecord]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _CheckedKafkaPartition:
         return _CheckedKafkaPartition(self._config, str(worker_index))
+
+
+class _CheckedKafkaPart(StatefulSinkPartition[KafkaRecord | list[KafkaRecord], None]):
+    """One partition of :class:`CheckedKafkaPartitionedSink` (its worker's producer, shared)."""
+
+    def __init__(self, delivery: _Delivery) -> None:
+        self._delivery = delivery
+
+    def write_batch(self, values: list[KafkaRecord | list[KafkaRecord]]) -> None:
+        """Produce ``values``; their delivery is confirmed by this epoch's :meth:`snapshot`."""
+        records = [r for v in values for r in (v if type(v) is list else (v,))]
+        if self._delivery.produce(records):
+            self._delivery.settle(fatal=True)
+
+    def snapshot(self) -> None:
+        """Return once every record written so far is confirmed by Kafka; no resume state."""
+        self._delivery.settle()
+
+    def close(self) -> None:
+        self._delivery.close()
+
+
+class CheckedKafkaPartitionedSink(FixedPartitionedSink[KafkaRecord | list[KafkaRecord], None]):
+    """The checked sink as a stateful (partitioned) sink, for flows that run with recovery.
+
+    Why: with recovery, an epoch's commit waits for the snapshots of stateful steps only. A
+    :class:`CheckedKafkaSink` is a ``DynamicSink``, outside the recovery frontier (``recovery.rs``:
+    it "does not monitor output progress"): the commit of epoch E can be written while E's records
+    still wait in the sink's input, and a crash right then loses them, because the source resumes
+    after E. This sink's partitions snapshot E only after they wrote E's items, and
+    :meth:`_CheckedKafkaPart.snapshot` returns only once Kafka confirmed every record written so
+    far (retrying failures like the dynamic sink), so the commit of E implies E is in Kafka.
+
+    Input: a keyed stream ``(key, KafkaRecord)`` or ``(key, [KafkaRecord, ...])`` (a chunk: one
+    Bytewax item for many records, much cheaper per record); key by the records' key (the MAC) so
+    one device's records stay in order on one partition, and partitions spread over workers.
+    ``parts`` is the number of partitions (default ``F2_DECODE_RECOVERY_PARTS``, else 4): at least
+    the most workers the flow may run with. All partitions on one worker share one producer.
+    ``write_batch`` only produces; the wait for Kafka happens once per epoch in ``snapshot``
+    (memory: about one epoch of records in the producer's queue; a full queue waits).
+    """
+
+    def __init__(self, config: dict, parts: int | None = None) -> None:
+        self._config = producer_config(config)
+        self._parts = parts or int(os.environ.get("F2_DECODE_RECOVERY_PARTS", "4"))
+        self._local = threading.local()
+
+    def list_parts(self) -> list[str]:
+        return [f"kafka-{n}" for n in range(self._parts)]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _CheckedKafkaPart:
+        delivery = getattr(self._local, "delivery", None)
+        if delivery is None:
+            delivery = self._local.delivery = _Delivery(self._config, for_part)
+        return _CheckedKafkaPart(delivery)

@@ -2,48 +2,91 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import ClassVar
 
+import bytewax.operators as op
 import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSource, run_main
 from confluent_kafka import KafkaError
 
 from connectors import kafka_sink
-from connectors.kafka_sink import CheckedKafkaSink, KafkaRecord, KafkaSinkError, env_config
+from connectors.kafka_sink import (
+    CheckedKafkaPartitionedSink,
+    CheckedKafkaSink,
+    KafkaRecord,
+    KafkaSinkError,
+    env_config,
+)
+
+
+class FakeMessage:
+    """A delivery report's message."""
+
+    def __init__(self, record: dict) -> None:
+        self._record = record
+
+    def topic(self) -> str:
+        return self._record["topic"]
+
+    def key(self) -> bytes | None:
+        return self._record["key"]
+
+    def value(self) -> bytes:
+        return self._record["value"]
+
+    def headers(self) -> list | None:
+        return self._record["headers"] or None
+
+    def partition(self) -> int:
+        partition = self._record["partition"]
+        return -1 if partition is None else partition
 
 
 class FakeProducer:
-    """Delivers on flush; the first ``fail`` deliveries get ``error``; BufferError once if asked."""
+    """Delivers on flush; the first ``fail`` deliveries get ``error``; BufferError once if asked.
+
+    Reports go to the producer-level ``on_delivery`` (failures only, like
+    ``delivery.report.only.error``).
+    """
 
     instances: ClassVar[list[FakeProducer]] = []
 
     def __init__(self, config: dict, fail: int = 0, error: KafkaError | None = None) -> None:
         self.config = config
         self.fail, self.error = fail, error
-        self.queue: list[tuple[dict, object]] = []
+        self.queue: list[dict] = []
         self.stored: list[dict] = []
+        self.flushes = 0
         self.buffer_full_once = False
         FakeProducer.instances.append(self)
 
     def produce(self, topic, value, key, partition=None, headers=None, on_delivery=None):
+        assert on_delivery is None  # no per-record callback
         if self.buffer_full_once:
             self.buffer_full_once = False
             raise BufferError("queue full")
-        record = {"topic": topic, "value": value, "key": key, "partition": partition}
-        self.queue.append((record, on_delivery))
+        record = {
+            "topic": topic,
+            "value": value,
+            "key": key,
+            "partition": partition,
+            "headers": headers,
+        }
+        self.queue.append(record)
 
     def poll(self, timeout: float) -> int:
         return 0
 
     def flush(self, timeout: float = 0) -> int:
+        self.flushes += 1
         queue, self.queue = self.queue, []
-        for record, callback in queue:
+        for record in queue:
             if self.fail:
                 self.fail -= 1
-                callback(self.error, SimpleNamespace(partition=lambda: -1))
+                self.config["on_delivery"](self.error, FakeMessage(record))
             else:
                 self.stored.append(record)
-                callback(None, SimpleNamespace(partition=lambda: 0))
         return 0
 
 
@@ -71,6 +114,7 @@ def test_write_batch_returns_after_every_delivery(producers) -> None:
     (producer,) = FakeProducer.instances
     assert [r["value"] for r in producer.stored] == [b"0", b"1", b"2", b"3", b"4"]
     assert producer.config["acks"] == "all" and producer.config["enable.idempotence"] is True
+    assert producer.config["delivery.report.only.error"] is True
 
 
 def test_failed_deliveries_are_produced_again_and_counted(producers) -> None:
@@ -80,6 +124,7 @@ def test_failed_deliveries_are_produced_again_and_counted(producers) -> None:
     part.write_batch(records(5))
     stored = sorted(r["value"] for p in FakeProducer.instances for r in p.stored)
     assert stored == [b"0", b"1", b"2", b"3", b"4"]  # nothing dropped
+    assert all(r["headers"] == [("h", b"v")] for r in FakeProducer.instances[1].stored)
     after = kafka_sink.RETRIES.labels("raw_iot_data", "msg_timed_out")._value.get()
     assert after - before == 3
 
@@ -133,4 +178,68 @@ def test_env_passes_librdkafka_settings_through(tmp_path) -> None:
 def test_delivers_through_librdkafka_mock_cluster() -> None:
     part = CheckedKafkaSink({"test.mock.num.brokers": 1}).build("kafka", 0, 1)
     part.write_batch(records(50))
-    assert part._pending == 0
+    assert part._delivery._produced == 0
+
+
+def keyed(n: int, macs: int = 3) -> list[tuple[str, KafkaRecord]]:
+    out = []
+    for i in range(n):
+        mac = f"{i % macs:012x}"
+        out.append((mac, KafkaRecord("decoded_iot_data", mac.encode(), str(i).encode())))
+    return out
+
+
+def test_partitioned_sink_confirms_delivery_in_the_snapshot(producers) -> None:
+    sink = CheckedKafkaPartitionedSink({"bootstrap.servers": "x:1"}, parts=4)
+    assert sink.list_parts() == ["kafka-0", "kafka-1", "kafka-2", "kafka-3"]
+    first, second = (sink.build_part("kafka", p, None) for p in ("kafka-0", "kafka-3"))
+    (producer,) = FakeProducer.instances  # one producer per worker, shared by its partitions
+    first.write_batch([r for _, r in keyed(3)])
+    second.write_batch([r for _, r in keyed(2)])
+    assert producer.stored == [] and producer.flushes == 0  # produced, not yet waited for
+    assert first.snapshot() is None
+    assert [r["value"] for r in producer.stored] == [b"0", b"1", b"2", b"0", b"1"]
+    assert second.snapshot() is None and producer.flushes == 1  # nothing left to wait for
+
+
+def test_partitioned_sink_snapshot_retries_failed_deliveries(producers) -> None:
+    producers.update(fail=2, error=KafkaError(KafkaError._MSG_TIMED_OUT))
+    part = CheckedKafkaPartitionedSink({"bootstrap.servers": "x:1"}, parts=2).build_part(
+        "kafka", "kafka-0", None
+    )
+    part.write_batch([r for _, r in keyed(4)])
+    assert part.snapshot() is None
+    stored = sorted(r["value"] for p in FakeProducer.instances for r in p.stored)
+    assert stored == [b"0", b"1", b"2", b"3"]
+
+
+def test_partitioned_sink_spreads_keys_and_keeps_each_key_on_one_part() -> None:
+    sink = CheckedKafkaPartitionedSink({"bootstrap.servers": "x:1"}, parts=4)
+    macs = [f"f2{n:010x}" for n in range(400)]
+    parts = [sink.part_fn(mac) % 4 for mac in macs]
+    assert all(parts.count(p) > 40 for p in range(4))  # every part gets a share
+    assert parts == [sink.part_fn(mac) % 4 for mac in macs]  # deterministic (not hash())
+
+
+def test_partitioned_sink_parts_default_to_the_recovery_partitions(monkeypatch) -> None:
+    monkeypatch.setenv("F2_DECODE_RECOVERY_PARTS", "6")
+    assert len(CheckedKafkaPartitionedSink({"bootstrap.servers": "x:1"}).list_parts()) == 6
+
+
+def test_partitioned_sink_in_a_dataflow_delivers_every_record(producers) -> None:
+    flow = Dataflow("partitioned_sink")
+    items = op.input("in", flow, TestingSource(keyed(500, macs=17), batch_size=50))
+    op.output("kafka", items, CheckedKafkaPartitionedSink({"bootstrap.servers": "x:1"}, parts=4))
+    run_main(flow)
+    stored = sorted(int(r["value"]) for p in FakeProducer.instances for r in p.stored)
+    assert stored == list(range(500))
+
+
+def test_partitioned_sink_accepts_chunks_of_records(producers) -> None:
+    flow = Dataflow("partitioned_sink_chunks")
+    chunks = [(key, [record, record]) for key, record in keyed(100, macs=7)]
+    items = op.input("in", flow, TestingSource(chunks, batch_size=10))
+    op.output("kafka", items, CheckedKafkaPartitionedSink({"bootstrap.servers": "x:1"}, parts=3))
+    run_main(flow)
+    stored = sorted(int(r["value"]) for p in FakeProducer.instances for r in p.stored)
+    assert stored == sorted(list(range(100)) * 2)
