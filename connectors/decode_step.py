@@ -20,6 +20,7 @@ from connectors.kafka_sink import KafkaRecord
 from connectors.registry_store import RegistryChange, RegistryStore
 from connectors.store_rows import Rejected, RowBatch, event_row, mark, reading_row
 from schemas.decode import decode_message, iso_utc
+from schemas.privacy import PrivacySettings, hash_card_id, load_privacy_settings
 from schemas.reasons import ALL_REASONS, STORE_REJECTED
 from schemas.records import ControllerEntry, DecodeError, Event, RawMessage, Reading
 from schemas.topics import mac_from_topic
@@ -113,11 +114,16 @@ class DecodeStep:
         decoded_topic: str,
         dlq_topic: str,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        privacy: PrivacySettings | None = None,
     ) -> None:
         self._store_for = store_for
         self._decoded_topic = decoded_topic
         self._dlq_topic = dlq_topic
         self._now = now
+        # Reader values (card ids) are credentials: with a key configured they are replaced by
+        # their keyed hash before they reach storage or decoded_iot_data (the raw archive and the
+        # DLQ keep the original payload; give those topics a short retention or restrict them).
+        self._reader_key = (privacy or load_privacy_settings()).reader_hash_key
 
     def __call__(self, items: list[RawMessage | RegistryChange]) -> Iterable[DecodeOutput]:
         store = self._store_for()
@@ -165,6 +171,8 @@ class DecodeStep:
                     decoded.append(KafkaRecord(decoded_topic, key, _encode(_reading(item, stamp))))
                     n_readings += 1
                 else:
+                    if self._reader_key is not None:
+                        item = _private(item, self._reader_key)
                     rows.events.append(event_row(item, raw))
                     decoded.append(KafkaRecord(decoded_topic, key, _encode(_event(item, stamp))))
                     n_events += 1
@@ -176,6 +184,13 @@ class DecodeStep:
         READINGS.inc(n_readings)
         EVENTS.inc(n_events)
         return [DecodeOutput(rows, decoded, dlq)]
+
+
+def _private(event: Event, key: bytes) -> Event:
+    """``event`` with a reader's text value replaced by its keyed hash."""
+    if event.component.startswith("reader-") and type(event.value) is str:
+        return msgspec.structs.replace(event, value=hash_card_id(event.value, key))
+    return event
 
 
 def _stamp(moment: datetime) -> str:
