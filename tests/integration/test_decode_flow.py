@@ -202,8 +202,13 @@ def test_sigkill_twice_leaves_rows_exact(iso: Settings, decode: FlowProcess):
 def test_redis_down_decoding_continues_from_postgres(iso: Settings, decode: FlowProcess):
     stack_cmd("stop", "redis")
     try:
+        flushes = decode.metric("f2_registry_refreshes_total", 'scope="all"')
         with psycopg.connect(iso.params_dsn, autocommit=True) as conn:
             conn.execute("SELECT pg_notify('f2_registry', '0:*')")  # empty the local caches
+        # Send once the flow applied it, or cached entries answer and Redis is never asked.
+        assert wait_until(
+            lambda: decode.metric("f2_registry_refreshes_total", 'scope="all"') > flushes, 15
+        )
         traffic = Traffic(iso)
         traffic.send(600)
         assert traffic.wait_stored() == (traffic.readings, traffic.events)
