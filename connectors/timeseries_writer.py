@@ -17,7 +17,7 @@ down, connection lost) is retried with capped exponential backoff, forever: noth
 the flow waits (bounded memory: the source is not polled while the worker writes).
 
 Batching rule: a shard's buffer is flushed when it holds ``F2_STORE_BATCH_ROWS`` rows (default
-5000), or ``F2_STORE_BATCH_MS`` milliseconds (default 250) after the first row entered the empty
+5000), or ``F2_STORE_BATCH_MS`` milliseconds (default 100) after the first row entered the empty
 buffer, whichever comes first (not an idle timeout: a steady trickle still flushes every T ms).
 
 Replace mode (``replace_older=True``, used by ``f2 replay``): readings are upserted instead,
@@ -92,7 +92,7 @@ LATENCY = Histogram(
     "From the device timestamp (since=device) or the ingest receive time (since=receive) of a "
     "message to the database commit of its rows (at most 200 evenly spaced samples per flush)",
     ["since"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 86400),
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10, 30, 60, 300, 900, 3600, 86400),
 )
 _LATENCY_DEVICE = LATENCY.labels("device")
 _LATENCY_RECEIVE = LATENCY.labels("receive")
@@ -117,7 +117,7 @@ class StoreSettings(msgspec.Struct, frozen=True):
     """The writer's knobs (``F2_STORE_*``)."""
 
     batch_rows: int = 5000
-    batch_ms: int = 250
+    batch_ms: int = 100
     shards: int = 1
     partitions_ahead_days: int = 3
     retry_max_s: float = 10.0

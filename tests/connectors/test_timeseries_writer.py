@@ -112,7 +112,7 @@ def test_snapshot_holds_the_write_in_flight_and_the_buffer():
     logic.on_item(rows(1))
     assert len(snap) == 4  # a copy: later items do not leak into the snapshot
     resumed = StoreBatcher(writes, StoreSettings(), snap, clock)
-    assert resumed.notify_at() == T0 + timedelta(milliseconds=250)
+    assert resumed.notify_at() == T0 + timedelta(milliseconds=StoreSettings().batch_ms)
     writes.finish()
     threading.Timer(0.05, writes.finish).start()
     resumed.on_eof()
