@@ -76,6 +76,7 @@ API_PORTS = {"ingest": (3531, 3532), "decode": (3541, 3542)}
 CLUSTER_PORTS = {"ingest": (2331, 2332), "decode": (2341, 2342)}
 FULL_RATES = (2000, 3500, 5000, 7500, 10000, 15000, 20000, 30000)
 QUICK_RATES = (2000, 5000)
+STALL_S = 30.0
 
 
 class FlowGroup:
@@ -402,11 +403,15 @@ def decode_scaling(settings: Settings, root: Path, workdir: Path, messages: int)
         started = time.monotonic()
         group.start(topics)
         first: tuple[float, int] | None = None
-        seen = 0
+        seen, progressed = 0, started
         try:
-            while time.monotonic() - started < 300:
-                seen = window.count()
+            # A run that stores nothing new for STALL_S is a stall (Bytewax 0.21's multi-worker
+            # partitioned input can stop): recorded as a finding, not waited out or raised.
+            while time.monotonic() - progressed < STALL_S and time.monotonic() - started < 300:
+                count = window.count()
                 now = time.monotonic()
+                if count > seen:
+                    seen, progressed = count, now
                 if seen and first is None:
                     first = (now, seen)
                 if seen >= rows:
@@ -416,7 +421,11 @@ def decode_scaling(settings: Settings, root: Path, workdir: Path, messages: int)
             group.stop()
         window.delete()
         if first is None or seen < rows:
-            raise RuntimeError(f"decode x{processes} stored {seen} of {rows} rows")
+            result[f"flow_{processes}p"] = {"stalled": True, "stored_rows": seen, "rows": rows}
+            print(
+                f"bench e2e: decode x{processes} stalled at {seen} of {rows} rows", file=sys.stderr
+            )
+            continue
         rows_per_s = (rows - first[1]) / max(time.monotonic() - first[0], 1e-3)
         result[f"flow_{processes}p"] = {
             "rows_per_s": round(rows_per_s),
