@@ -8,15 +8,9 @@ stopped early (the unfinished partitions are listed), 1 on a bad argument.
 from __future__ import annotations
 
 import argparse
-import sys
 
-import msgspec
-
-from connectors.logs import configure_logging
 from ops.redrive import RedriveReport, run_redrive
-from ops.replay import load_replay_settings, serve_metrics
-from ops.replay import window as time_window
-from ops.replay_cmd import INCOMPLETE, add_range_arguments, parse_range
+from ops.replay_cmd import add_range_arguments, run_reported
 from schemas.reasons import ALL_REASONS
 from schemas.settings import load_settings
 
@@ -37,21 +31,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_redrive(args: argparse.Namespace) -> int:
     """Run one redrive and print its report."""
-    configure_logging()
-    try:
-        since, until, mac = parse_range(args)
-        span = time_window(since, until)
-    except ValueError as exc:
-        print(f"f2 dlq redrive: {exc}", file=sys.stderr)
-        return 1
-    rs = load_replay_settings()
-    serve_metrics(rs)
-    report = run_redrive(load_settings(), span, args.reason, mac, rs, progress=not args.quiet)
-    if args.json:
-        print(msgspec.json.encode(report).decode())
-    else:
-        print_report(report)
-    return 0 if report.complete else INCOMPLETE
+    return run_reported(
+        "f2 dlq redrive",
+        args,
+        lambda span, mac, rs: run_redrive(
+            load_settings(), span, args.reason, mac, rs, not args.quiet
+        ),
+        print_report,
+    )
 
 
 def print_report(report: RedriveReport) -> None:

@@ -34,13 +34,14 @@ from prometheus_client import Counter
 
 from connectors.decode_step import DecodeStep, rejected_record
 from connectors.kafka_sink import CheckedKafkaSink, KafkaRecord
-from connectors.replay_reader import TopicReader, header, retention_ms
+from connectors.replay_reader import header, retention_ms
 from connectors.store_rows import RowBatch
 from connectors.timeseries_writer import TimeseriesWriter, WriteCounts, load_store_settings
 from ops.replay import (
     Progress,
     ReplaySettings,
     TimeWindow,
+    archive_reader,
     horizon_note,
     iso_ms,
     load_replay_settings,
@@ -133,8 +134,7 @@ def run_redrive(
     rs = rs or load_replay_settings()
     started = time.monotonic()
     run_ms = int(time.time() * 1000)
-    stop_after = (span.until_ms if span.until_ms is not None else run_ms) + int(rs.margin_s * 1000)
-    reader = TopicReader(settings.kafka_bootstrap, settings.dlq_topic, stop_after, rs.idle_s)
+    reader = archive_reader(settings.kafka_bootstrap, settings.dlq_topic, span, rs)
     report = RedriveReport(reason, mac, iso_ms(span.since_ms), iso_ms(span.until_ms))
     shown = Progress("redrive", rs, progress)
     present: set[Identity] = set()

@@ -221,6 +221,12 @@ def registry_store(settings: Settings) -> RegistryStore:
     return RegistryStore(settings.params_dsn, settings.redis_url, load_registry_settings())
 
 
+def archive_reader(bootstrap: str, topic: str, span: TimeWindow, rs: ReplaySettings) -> TopicReader:
+    """A reader of ``topic`` from its oldest record to ``--until`` (default now) + the margin."""
+    end_ms = span.until_ms if span.until_ms is not None else int(time.time() * 1000)
+    return TopicReader(bootstrap, topic, end_ms + int(rs.margin_s * 1000), rs.idle_s)
+
+
 def run_replay(
     settings: Settings,
     span: TimeWindow,
@@ -231,9 +237,7 @@ def run_replay(
     """Replay ``span`` of the raw archive (optionally one controller); the report of the run."""
     rs = rs or load_replay_settings()
     started = time.monotonic()
-    now_ms = int(time.time() * 1000)
-    stop_after = (span.until_ms if span.until_ms is not None else now_ms) + int(rs.margin_s * 1000)
-    reader = TopicReader(settings.kafka_bootstrap, settings.raw_topic, stop_after, rs.idle_s)
+    reader = archive_reader(settings.kafka_bootstrap, settings.raw_topic, span, rs)
     report = ReplayReport(iso_ms(span.since_ms), iso_ms(span.until_ms), mac)
     store = registry_store(settings)
     step = DecodeStep(lambda: store, settings.decoded_topic, settings.dlq_topic)

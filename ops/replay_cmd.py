@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
 from connectors.logs import configure_logging
-from ops.replay import ReplayReport, load_replay_settings, parse_when, run_replay, serve_metrics
+from ops.replay import (
+    ReplayReport,
+    ReplaySettings,
+    TimeWindow,
+    load_replay_settings,
+    parse_when,
+    run_replay,
+    serve_metrics,
+)
 from ops.replay import window as time_window
 from schemas.settings import load_settings
 from schemas.topics import normalise_mac
@@ -56,20 +66,35 @@ def parse_range(args: argparse.Namespace) -> tuple[datetime | None, datetime | N
 
 def run(args: argparse.Namespace) -> int:
     """Run one replay and print its report."""
+    return run_reported(
+        "f2 replay",
+        args,
+        lambda span, mac, rs: run_replay(load_settings(), span, mac, rs, not args.quiet),
+        print_report,
+    )
+
+
+def run_reported(
+    name: str,
+    args: argparse.Namespace,
+    execute: Callable[[TimeWindow, str | None, ReplaySettings], Any],
+    show: Callable[[Any], None],
+) -> int:
+    """Parse the range, run ``execute``, print its report (or its JSON); the exit status."""
     configure_logging()
     try:
         since, until, mac = parse_range(args)
         span = time_window(since, until)
     except ValueError as exc:
-        print(f"f2 replay: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 1
     rs = load_replay_settings()
     serve_metrics(rs)
-    report = run_replay(load_settings(), span, mac, rs, progress=not args.quiet)
+    report = execute(span, mac, rs)
     if args.json:
         print(msgspec.json.encode(report).decode())
     else:
-        print_report(report)
+        show(report)
     return 0 if report.complete else INCOMPLETE
 
 
