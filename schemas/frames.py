@@ -2,7 +2,7 @@
 
 A sensor template is compiled once into a :class:`TemplatePlan` (frame format plus one
 :class:`PointPlan` per data point, with its ``struct`` unpacker and byte reordering prepared), and
-plans are cached per registry entry. Decoding then costs one hex parse, one table-driven CRC and
+plans are cached per registry entry. Decoding then costs one hex parse, one native CRC and
 one ``unpack_from`` for all data points (one per point when they cannot be read together).
 Every problem is returned as a :class:`~schemas.records.DecodeError` value: message-level for
 the frame, per data point (with its label) for ``out_of_range``, ``bad_value`` and
@@ -14,8 +14,11 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Callable
+from datetime import datetime
+from math import isfinite
 
 import msgspec
+from fastcrc import crc16
 
 from schemas.reasons import (
     BAD_CRC,
@@ -26,7 +29,7 @@ from schemas.reasons import (
     MODBUS_EXCEPTION,
     OUT_OF_RANGE,
 )
-from schemas.records import DataPointDef, DecodeError, SensorEntry
+from schemas.records import DataPointDef, DecodeError, Reading, SensorEntry
 
 MODBUS_RTU = "modbus-rtu"
 RAW = "raw"
@@ -60,50 +63,17 @@ MODBUS_EXCEPTIONS = {
 }
 
 
-def _crc_table() -> tuple[int, ...]:
-    """The 256-entry table of the reflected CRC-16 polynomial 0xA001."""
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-CRC_TABLE = _crc_table()
-
-
-def _crc_word_table() -> list[int]:
-    """The 65536-entry table that advances the CRC by one little-endian 16-bit word."""
-    table = CRC_TABLE
-    return [
-        (table[word & 0xFF] >> 8) ^ table[((word >> 8) ^ table[word & 0xFF]) & 0xFF]
-        for word in range(65536)
-    ]
-
-
-CRC_WORD_TABLE = _crc_word_table()
-_WORD_READERS: dict[int, Callable[[bytes], tuple[int, ...]]] = {}
+modbus_crc = crc16.modbus
+ReadingsBuilder = Callable[[bytes, int, str, str, int, datetime, int, int], list[Reading] | None]
+"""CRC-16/MODBUS of a whole buffer (native); a frame with its CRC appended gives 0."""
 
 
 def crc16_modbus(data: bytes, end: int | None = None) -> int:
     """CRC-16/MODBUS (init 0xFFFF, reflected poly 0xA001, no final xor) of ``data[:end]``.
 
-    Table-driven two bytes per step: with a 16-bit register, xoring in a little-endian word and
-    looking the result up in a 65536-entry table is the same as two byte steps.
+    Computed in native code (``fastcrc``); the tests check it against the bitwise definition.
     """
-    length = len(data) if end is None else end
-    words = _WORD_READERS.get(length)
-    if words is None:
-        words = _WORD_READERS[length] = struct.Struct(f"<{length >> 1}H").unpack_from
-    word_table = CRC_WORD_TABLE
-    crc = 0xFFFF
-    for word in words(data):
-        crc = word_table[crc ^ word]
-    if length & 1:
-        crc = (crc >> 8) ^ CRC_TABLE[(crc ^ data[length - 1]) & 0xFF]
-    return crc
+    return modbus_crc(data if end is None else data[:end])
 
 
 def parse_hex(text: str) -> bytes | DecodeError:
@@ -150,7 +120,7 @@ def modbus_frame_ok(frame: bytes) -> bool:
         size >= 5
         and frame[1] in MODBUS_READ_FUNCTIONS
         and frame[2] == size - 5
-        and crc16_modbus(frame) == 0
+        and modbus_crc(frame) == 0
     )
 
 
@@ -179,19 +149,16 @@ class TemplatePlan(msgspec.Struct, frozen=True):
     """A sensor template compiled for decoding: frame format plus its data points in order.
 
     When every point is valid, read in place with one byte-order prefix, and the points are in
-    offset order without overlap, ``unpack_all`` reads all their raw values in one call from the
-    first data byte; it needs ``span`` data bytes (else: decode point by point). ``meta`` holds
-    ``(label, unit, datapoint_id, divisor)`` per point for that path; ``floats`` says whether
-    any point is a float (whose value must be checked to be finite). ``modbus`` is
-    ``frame_format == "modbus-rtu"``.
+    offset order without overlap, ``readings`` turns a frame into the template's readings in one
+    call (see :func:`_readings_builder`); it needs ``span`` data bytes from the first data byte
+    (else, or when it returns None for a float that is not finite: decode point by point).
+    ``modbus`` is ``frame_format == "modbus-rtu"``.
     """
 
     frame_format: str
     points: tuple[PointPlan | DecodeError, ...]
-    unpack_all: Callable[..., tuple] | None = None
+    readings: ReadingsBuilder | None = None
     span: int = 0
-    meta: tuple[tuple[str, str, int, float], ...] = ()
-    floats: bool = False
     modbus: bool = True
 
 
@@ -265,13 +232,11 @@ def compile_template(sensor: SensorEntry) -> TemplatePlan | DecodeError:
     if frame_format not in FRAME_FORMATS:
         return DecodeError(BAD_REGISTRY, f"unknown FrameFormat {sensor.frame_format!r}")
     points = tuple(compile_point(dp) for dp in sensor.datapoints)
-    unpack_all, span = _fused_reader(points)
     modbus = frame_format == MODBUS_RTU
+    unpack_all, span = _fused_reader(points)
     if unpack_all is None:
         return TemplatePlan(frame_format, points, modbus=modbus)
-    meta = tuple((p.label, p.unit, p.datapoint_id, p.divisor) for p in points)
-    floats = any(p.is_float for p in points)
-    return TemplatePlan(frame_format, points, unpack_all, span, meta, floats, modbus)
+    return TemplatePlan(frame_format, points, _readings_builder(points, unpack_all), span, modbus)
 
 
 def _fused_reader(
@@ -289,6 +254,39 @@ def _fused_reader(
     if not points or len(prefixes) != 1:
         return None, 0
     return struct.Struct(prefixes.pop() + layout).unpack_from, cursor
+
+
+def _readings_builder(points: tuple[PointPlan, ...], unpack_all: Callable) -> ReadingsBuilder:
+    """A function made for one template: frame to its readings, without a loop.
+
+    Generated once per template, as ``dataclasses`` generates ``__init__``: one ``unpack_from``
+    for all raw values, a finiteness check for float points, then one :class:`Reading` per point
+    written out. A sensor frame is the pipeline's most frequent message, and a loop over a
+    template's two to four points costs more than the readings themselves. Only names the code
+    makes up appear in the source; the template's labels, units and divisors are passed in as
+    values, never as text.
+    """
+    names: dict[str, object] = {"Reading": Reading, "unpack_all": unpack_all, "finite": isfinite}
+    raws = ", ".join(f"raw{k}" for k in range(len(points)))
+    lines = [
+        "def readings(frame, start, mac, connector, pin, time, sensor_id, version):",
+        f"    ({raws},) = unpack_all(frame, start)",
+    ]
+    floats = [f"finite(raw{k})" for k, point in enumerate(points) if point.is_float]
+    if floats:
+        lines.append(f"    if not ({' and '.join(floats)}):")
+        lines.append("        return None")
+    lines.append("    return [")
+    for k, point in enumerate(points):
+        names |= {f"label{k}": point.label, f"unit{k}": point.unit}
+        names |= {f"point{k}": point.datapoint_id, f"divisor{k}": point.divisor}
+        lines.append(
+            f"        Reading(mac, connector, pin, label{k}, raw{k} / divisor{k}, unit{k}, time,"
+            f" sensor_id, point{k}, version),"
+        )
+    lines.append("    ]")
+    exec("\n".join(lines), names)  # the source holds generated names only
+    return names["readings"]  # type: ignore[return-value]
 
 
 _PLANS: dict[int, tuple[SensorEntry, TemplatePlan | DecodeError]] = {}

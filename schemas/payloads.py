@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Callable
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -23,6 +24,7 @@ from schemas.records import DecodeError
 
 MAX_PAYLOAD_BYTES = 65536
 MAX_TEXT_CHARS = 1023
+NUMBER_CACHE_SIZE = 4096
 EventValue = bool | float | str
 
 
@@ -150,19 +152,26 @@ def event_fields(
 
 def read_boolean(value: object) -> bool | DecodeError:
     """A boolean from ``true``/``false``, 0/1, or a word (``on``, ``unlocked``, ``open``…)."""
-    if value is True or value is False:
+    kind = type(value)
+    if kind is bool:
         return value
-    if isinstance(value, int | float) and value in (0, 1):
-        return value == 1
-    if isinstance(value, str):
-        word = BOOLEAN_WORDS.get(value.strip().lower())
+    if kind is str:
+        word = BOOLEAN_WORDS.get(value)
+        if word is None:
+            word = BOOLEAN_WORDS.get(value.strip().lower())
         if word is not None:
             return word
+    elif (kind is int or kind is float) and value in (0, 1):
+        return value == 1
     return DecodeError(BAD_PAYLOAD, f"not a boolean: {value!r}"[:200])
 
 
+@lru_cache(maxsize=NUMBER_CACHE_SIZE)
 def read_number(text: str) -> float | None:
-    """The number in ``text``, optionally followed by a unit (``"27.93 °C"`` → 27.93), or None."""
+    """The number in ``text``, optionally followed by a unit (``"27.93 °C"`` → 27.93), or None.
+
+    Cached: a device repeats a bounded set of readings such as ``"12.04 V"``.
+    """
     if len(text) > 64:
         return None
     match = _NUMBER_WITH_UNIT.fullmatch(text)
@@ -174,9 +183,17 @@ def read_number(text: str) -> float | None:
 
 def read_scalar(value: object) -> EventValue | DecodeError:
     """An extra field's value: boolean, number (also from text with a unit) or short text."""
-    if value is True or value is False:
+    kind = type(value)
+    if kind is bool:
         return value
-    if isinstance(value, int | float):
+    if kind is str:
+        number = read_number(value)
+        if number is not None:
+            return number
+        if len(value) > MAX_TEXT_CHARS:
+            return DecodeError(BAD_PAYLOAD, f"text of {len(value)} chars exceeds {MAX_TEXT_CHARS}")
+        return value
+    if kind is int or kind is float:
         try:
             number = float(value)
         except OverflowError:
@@ -184,13 +201,6 @@ def read_scalar(value: object) -> EventValue | DecodeError:
         if not math.isfinite(number):
             return DecodeError(BAD_PAYLOAD, f"not a finite number: {value!r}")
         return number
-    if isinstance(value, str):
-        number = read_number(value)
-        if number is not None:
-            return number
-        if len(value) > MAX_TEXT_CHARS:
-            return DecodeError(BAD_PAYLOAD, f"text of {len(value)} chars exceeds {MAX_TEXT_CHARS}")
-        return value
     return DecodeError(BAD_PAYLOAD, f"not a scalar value: {type(value).__name__}")
 
 

@@ -56,8 +56,9 @@ def parse_timestamp(
 ) -> datetime | DecodeError:
     """The UTC instant a payload's ``timestamp`` names, or a ``bad_timestamp`` error.
 
-    ``zone`` applies to naive times only; ``now`` (default: the current time, read at most once
-    a second) bounds the future.
+    ``zone`` applies to naive times only; ``now`` (default: the current time) bounds the future.
+    By default the clock is read only when a time is past the bound last read (at most once a
+    second): the bound only grows, so a time within an older bound is within the current one.
     """
     kind = type(value)
     try:
@@ -75,10 +76,16 @@ def parse_timestamp(
         return DecodeError(BAD_TIMESTAMP, f"not a representable date and time: {value!r}"[:200])
     if type(moment) is DecodeError:
         return moment
-    if now is None:
+    if now is None and max_ahead is MAX_AHEAD:
+        if earliest <= moment <= _CLOCK[2]:  # the clock only moves on: an old bound is stricter
+            return moment
         if time.time() >= _CLOCK[0]:
             _tick()
-        latest = _CLOCK[2] if max_ahead is MAX_AHEAD else _CLOCK[1] + max_ahead
+        latest = _CLOCK[2]
+    elif now is None:
+        if time.time() >= _CLOCK[0]:
+            _tick()
+        latest = _CLOCK[1] + max_ahead
     else:
         latest = now + max_ahead
     if earliest <= moment <= latest:
@@ -98,7 +105,10 @@ def _from_text(text: str, zone: tzinfo) -> datetime | DecodeError:
     """ISO-like text (date, ``T`` or space, time); raises ``ValueError`` if unreadable."""
     if len(text) < 19 or len(text) > 40 or text[10] not in " Tt":
         return DecodeError(BAD_TIMESTAMP, f"not a date and time: {text!r}"[:200])
-    return _from_datetime(datetime.fromisoformat(text), zone)
+    moment = datetime.fromisoformat(text)
+    if zone is UTC and moment.tzinfo is None:  # the common case
+        return _EPOCH + (moment - _NAIVE_EPOCH)
+    return _from_datetime(moment, zone)
 
 
 def _from_datetime(moment: datetime, zone: tzinfo) -> datetime | DecodeError:
