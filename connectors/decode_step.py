@@ -18,7 +18,7 @@ from prometheus_client import Counter
 
 from connectors.kafka_sink import KafkaRecord
 from connectors.registry_store import RegistryChange, RegistryStore
-from connectors.store_rows import Rejected, RowBatch, event_row, mark, reading_row
+from connectors.store_rows import Rejected, RowBatch, event_row
 from schemas.decode import decode_message, iso_utc
 from schemas.privacy import PrivacySettings, hash_card_id, load_privacy_settings
 from schemas.reasons import ALL_REASONS, STORE_REJECTED
@@ -135,6 +135,7 @@ class DecodeStep:
         seen: dict[str, ControllerEntry | None] = {}  # this batch's lookups
         outcomes = [0, 0, 0]  # ok, partial, failed
         n_readings = n_events = 0
+        readings = rows.readings
         for raw in items:
             if type(raw) is RegistryChange:
                 store.apply(raw)
@@ -166,9 +167,32 @@ class DecodeStep:
                 if stored_time is None:  # one timestamp per message
                     stored_time = item.time
                     stamp = _stamp(stored_time)
-                if kind is Reading:
-                    rows.readings.append(reading_row(item, raw))
-                    decoded.append(KafkaRecord(decoded_topic, key, _encode(_reading(item, stamp))))
+                if kind is Reading:  # the hot path: store_rows.reading_row() written out
+                    record = ReadingRecord(
+                        "reading",
+                        item.mac,
+                        item.connector,
+                        item.pin,
+                        item.label,
+                        item.value,
+                        item.unit,
+                        stamp,
+                        item.sensor_id,
+                        item.datapoint_id,
+                        item.registry_version,
+                    )
+                    decoded.append(KafkaRecord(decoded_topic, key, _encode(record)))
+                    readings.append(
+                        (
+                            item.time,
+                            item.sensor_id,
+                            item.datapoint_id,
+                            item.value,
+                            item.registry_version,
+                            raw,
+                            item.label,
+                        )
+                    )
                     n_readings += 1
                 else:
                     if self._reader_key is not None:
@@ -177,7 +201,7 @@ class DecodeStep:
                     decoded.append(KafkaRecord(decoded_topic, key, _encode(_event(item, stamp))))
                     n_events += 1
             if stored_time is not None:
-                rows.marks.append(mark(stored_time, raw))
+                rows.marks.append((stored_time.timestamp(), raw.received_at_ms / 1000.0))  # mark()
             outcomes[0 if not failed else 1 if stored_time is not None else 2] += 1
         for counter, count in zip((_OK, _PARTIAL, _FAILED), outcomes, strict=True):
             counter.inc(count)
@@ -199,22 +223,6 @@ def _stamp(moment: datetime) -> str:
     if moment.microsecond == 0:
         return iso_utc(moment)
     return _encode(moment)[1:-1].decode()
-
-
-def _reading(r: Reading, stamp: str) -> ReadingRecord:
-    return ReadingRecord(
-        "reading",
-        r.mac,
-        r.connector,
-        r.pin,
-        r.label,
-        r.value,
-        r.unit,
-        stamp,
-        r.sensor_id,
-        r.datapoint_id,
-        r.registry_version,
-    )
 
 
 def _event(e: Event, stamp: str) -> EventRecord:

@@ -34,8 +34,18 @@ SOURCE_ERRORS = Counter("f2_kafka_source_errors", "Kafka consumer errors (retrie
 _IDLE = timedelta(milliseconds=10)
 
 
+_QOS = {b"0": 0, b"1": 1, b"2": 2}
+_TRUE = (b"1", b"true", b"True")
+_TOPIC_TEXT: dict[bytes, str] = {}
+TOPIC_CACHE_SIZE = 65536
+
+
 def raw_message(msg: object, topic: str, partition: int) -> RawMessage:
-    """A consumed raw-topic record as a :class:`RawMessage`."""
+    """A consumed raw-topic record as a :class:`RawMessage`.
+
+    Runs once per consumed record, so the header values a fleet repeats (topics, QoS) are looked
+    up rather than parsed.
+    """
     headers = dict(msg.headers() or ())  # type: ignore[attr-defined]
     received = headers.get("received_at")
     try:
@@ -43,15 +53,24 @@ def raw_message(msg: object, topic: str, partition: int) -> RawMessage:
     except ValueError:
         received_ms = msg.timestamp()[1]  # type: ignore[attr-defined]
     mqtt_topic = headers.get("mqtt_topic") or b""
+    text = _TOPIC_TEXT.get(mqtt_topic)
+    if text is None:
+        if len(_TOPIC_TEXT) >= TOPIC_CACHE_SIZE:
+            _TOPIC_TEXT.clear()
+        text = _TOPIC_TEXT[mqtt_topic] = mqtt_topic.decode("utf-8", "replace")
+    qos_text = headers.get("mqtt_qos")
+    qos = _QOS.get(qos_text)  # type: ignore[arg-type]
+    if qos is None:
+        qos = int(qos_text or 1)
     return RawMessage(
-        topic=mqtt_topic.decode("utf-8", "replace"),
-        payload=msg.value() or b"",  # type: ignore[attr-defined]
-        received_at_ms=max(received_ms, 0),
-        qos=int(headers.get("mqtt_qos") or 1),
-        retain=headers.get("mqtt_retain") in (b"1", b"true", b"True"),
-        source_topic=topic,
-        source_partition=partition,
-        source_offset=msg.offset(),  # type: ignore[attr-defined]
+        text,
+        msg.value() or b"",  # type: ignore[attr-defined]
+        received_ms if received_ms > 0 else 0,
+        qos,
+        headers.get("mqtt_retain") in _TRUE,
+        topic,
+        partition,
+        msg.offset(),  # type: ignore[attr-defined]
     )
 
 
@@ -77,7 +96,8 @@ class _RawPartition(StatefulSourcePartition[RawMessage, int]):
                     )
                 continue
             out.append(raw_message(msg, topic, partition))
-            self._offset = msg.offset() + 1
+        if out:
+            self._offset = out[-1].source_offset + 1
         self._idle = not out
         self._lag.update(self._consumer, self._offset)
         return out
