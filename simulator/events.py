@@ -64,12 +64,17 @@ class EventStream:
 
     def _apply(self, message: EventMessage) -> None:
         """Track strike and siren state as their messages go out."""
-        kind, _, index = message.component.rpartition("-")
-        table = self.strikes if kind == "strike" else self.sirens if kind == "siren" else None
-        if table is None:
+        if not message.component.startswith(("strike-", "siren-")):
             return
+        kind, _, index = message.component.rpartition("-")
+        table = self.strikes if kind == "strike" else self.sirens
         value = message.fields.get("status", message.fields.get("state"))
         table[int(index)] = value is True or value in ("unlocked", "on")
+
+    def _between(self, low: int, high: int) -> int:
+        """A uniform integer in ``low..high`` (``random.randint`` costs several times more, and
+        this runs for most messages of load mode)."""
+        return low + int(self._rng.random() * (high - low + 1))
 
     def _aliased(self) -> bool:
         return self._rng.random() < self._alias_rate
@@ -81,14 +86,14 @@ class EventStream:
                 return self._card_entry()
             if roll < 0.9:
                 return self._exit()
-            return [self._reader(self._rng.randint(1, 2), LIGHT_REPLY)]
+            return [self._reader(self._between(1, 2), LIGHT_REPLY)]
         if self._rng.random() < 0.8:
             return self._motion_burst()
         return self._siren_cycle()
 
     def _card_entry(self) -> list[EventMessage]:
         rng = self._rng
-        reader = rng.randint(1, 2)
+        reader = self._between(1, 2)
         card = f"{rng.getrandbits(32):08X}".encode()
         return [
             self._reader(reader, card),
@@ -99,7 +104,7 @@ class EventStream:
         ]
 
     def _exit(self) -> list[EventMessage]:
-        button = self._rng.randint(1, 2)
+        button = self._between(1, 2)
         return [
             self._buttons(button == 1, button == 2),
             self._buttons(False, False),
@@ -110,19 +115,19 @@ class EventStream:
         ]
 
     def _motion_burst(self) -> list[EventMessage]:
-        sensor = self._rng.randint(1, 5)
-        repeats = self._rng.randint(0, 2)
+        sensor = self._between(1, 5)
+        repeats = self._between(0, 2)
         burst = [self._flag("motion-sensor", sensor, True) for _ in range(1 + repeats)]
         return [*burst, self._flag("motion-sensor", sensor, False)]
 
     def _siren_cycle(self) -> list[EventMessage]:
-        siren = self._rng.randint(1, 2)
+        siren = self._between(1, 2)
         return [self._siren(siren, True), self._siren(siren, False)]
 
     def _reader(self, index: int, card: bytes) -> EventMessage:
         fields: dict[str, EventValue] = {"data": card_literal(card)}
         if self._aliased():
-            fields["signal_strength"] = f"{self._rng.randint(-80, -30)} dBm"
+            fields["signal_strength"] = f"{self._between(-80, -30)} dBm"
         return EventMessage("tele", f"reader-{index}", fields)
 
     def strike_status(self, index: int) -> EventMessage:

@@ -11,9 +11,14 @@ bounded. Messages unacknowledged when the run ends are not counted. A lost conne
 re-established (clean start) and the unacknowledged messages are sent again with the DUP flag,
 so the broker may deliver a message twice (the pipeline deduplicates by identity).
 
-What makes it fast where paho is not: packets are encoded straight into one buffer and written
-with one ``sendall`` per :meth:`FastPublisher.service` call (the simulator calls it every few dozen
-messages), and acknowledgements are read in bulk and parsed in one pass. It also subscribes to
+What makes it fast where paho is not: each packet is built with one ``join`` and appended to one
+buffer, written with one ``sendall`` per :meth:`FastPublisher.service` call (the simulator calls it
+every few hundred messages); acknowledgements are read in bulk and parsed in one pass. In flight
+a message is only its packet (kept for a re-send) and its kind
+(:func:`simulator.messages.kind_index`), in two lists indexed by packet identifier; an
+acknowledgement adds one to its kind's count, from which :attr:`FastPublisher.tally` is built.
+:meth:`FastPublisher.send` takes a ready topic field, payload and kind (load mode's hot path);
+:meth:`FastPublisher.publish` takes an :class:`~simulator.messages.Outgoing`. It also subscribes to
 the controllers' ``cmnd/`` topics and collects the commands, so load mode still answers them.
 
 The first half of the module is the pure packet codec (no I/O), the second the client.
@@ -28,7 +33,7 @@ import struct
 import time
 
 from schemas.settings import Settings
-from simulator.messages import Outgoing
+from simulator.messages import KINDS, Outgoing, kind_index, topic_field
 from simulator.publisher import SUBSCRIBE_BATCH, Command
 from simulator.report import Tally
 
@@ -61,6 +66,7 @@ IO_TIMEOUT_S = 10.0
 TOPIC_CACHE_MAX = 10_000
 SUBSCRIBE_IDS = 1024  # the highest packet identifiers are for SUBSCRIBE, the rest for PUBLISH
 PUBLISH_IDS = 65535 - SUBSCRIBE_IDS
+FIRST_IDS = 1024  # packet identifiers a publisher cycles through at first; doubled when all busy
 RETRY_S = 1.0
 
 # Property identifier → value type (MQTT v5 §2.2.2.2).
@@ -76,6 +82,9 @@ _U32_AT = struct.Struct(">I").unpack_from
 
 
 _VARINTS: list[bytes] = []  # encode_varint(n) for every n below 2**14, filled below
+# Packet identifier (2 bytes) and an empty property list, by identifier: the part of a QoS 1
+# PUBLISH between topic and payload.
+_ID_FIELDS: list[bytes] = [n.to_bytes(2, "big") + b"\x00" for n in range(65536)]
 
 
 class ProtocolError(ValueError):
@@ -122,6 +131,16 @@ def max_remaining_length(maximum_packet_size: int) -> int:
     while length > 0 and 1 + len(encode_varint(length)) + length > maximum_packet_size:
         length -= 1
     return length
+
+
+def packet_topic(packet: bytes) -> str:
+    """The topic of an encoded PUBLISH packet."""
+    decoded = decode_varint(packet, 1)
+    if decoded is None:
+        raise ProtocolError("truncated PUBLISH")
+    offset = decoded[1]
+    (size,) = _U16_AT(packet, offset)
+    return packet[offset + 2 : offset + 2 + size].decode()
 
 
 def _string(text: str | bytes) -> bytes:
@@ -324,18 +343,24 @@ class FastPublisher:
         keepalive: int = 30,
     ) -> None:
         self.qos = qos
-        self.tally = Tally()
+        self._refused = Tally()  # refused messages; acknowledged ones are counted by kind
+        self._acked: list[int] = []  # acknowledged messages by kind
+        self._kinds_counted = 0  # len(self._acked)
         self._settings = settings
         self._client_id = client_id
         self._window_cap = window
-        self._window = window or DEFAULT_RECEIVE_MAXIMUM
+        self._window = min(window or DEFAULT_RECEIVE_MAXIMUM, PUBLISH_IDS)
         self._keepalive = keepalive
         self._max_remaining = MAX_VARINT
         self._sock: socket.socket | None = None
         self._out = bytearray()
         self._in = bytearray()
-        self._unsent: list[Outgoing] = []  # QoS 0 messages in ``_out``
-        self._pending: dict[int, Outgoing] = {}
+        self._unsent: list[int] = []  # kinds of the QoS 0 messages in ``_out``
+        # Unacknowledged QoS 1 packets and their kinds by packet identifier (1.._ids; slot 0 unused)
+        self._ids = FIRST_IDS
+        self._packets: list[bytes | None] = [None] * (FIRST_IDS + 1)
+        self._kinds: list[int] = [0] * (FIRST_IDS + 1)
+        self._in_flight = 0
         self._topics: dict[str, bytes] = {}
         self._next_id = 0
         self._next_sub_id = 0
@@ -345,6 +370,14 @@ class FastPublisher:
         self._refusals: dict[int, int] = {}
         self._last_sent = self._last_received = time.monotonic()
         self._ping_sent: float | None = None
+
+    @property
+    def tally(self) -> Tally:
+        """What the broker accepted (and refused) so far."""
+        tally = Tally()
+        tally.merge(self._refused)
+        tally.add_kinds(self._acked)
+        return tally
 
     def connect(self, timeout_s: float = 10.0) -> None:
         """Connect; ``ConnectionError`` if the broker refuses or does not answer in time."""
@@ -366,7 +399,8 @@ class FastPublisher:
         if connack.maximum_qos < self.qos:
             sock.close()
             raise ConnectionError(f"broker allows QoS {connack.maximum_qos} at most")
-        self._window = min(self._window_cap or connack.receive_maximum, connack.receive_maximum)
+        window = min(self._window_cap or connack.receive_maximum, connack.receive_maximum)
+        self._window = min(window, PUBLISH_IDS)  # a free packet identifier always exists
         self._max_remaining = max_remaining_length(connack.maximum_packet_size)
         if connack.server_keepalive is not None:
             self._keepalive = connack.server_keepalive
@@ -411,45 +445,59 @@ class FastPublisher:
             self._out += encode_subscribe(packet_id, filters[start : start + SUBSCRIBE_BATCH], 1)
 
     def publish(self, message: Outgoing) -> None:
-        """Queue ``message`` for the next write (never retained); services the network while
-        the window of unacknowledged messages is full.
-
-        The hot path: it writes the bytes of :func:`encode_publish` straight into the buffer.
-        """
+        """Queue ``message`` for the next write (never retained); see :meth:`send`."""
         topic = self._topics.get(message.topic)
         if topic is None:
             if len(self._topics) >= TOPIC_CACHE_MAX:
                 self._topics.clear()
-            topic = self._topics[message.topic] = _string(message.topic)
-        payload = message.payload
+            topic = self._topics[message.topic] = topic_field(message.topic)
+        self.send(
+            topic, message.payload, kind_index(message.readings, message.events, message.error)
+        )
+
+    def send(self, topic: bytes, payload: bytes, kind: int) -> None:
+        """Queue a message for the next write (never retained): ``topic`` as an MQTT string field
+        (:func:`~simulator.messages.topic_field`), its ``payload`` and its ``kind``; services the
+        network while the window of unacknowledged messages is full.
+
+        The hot path: one ``join`` builds the bytes of :func:`encode_publish`.
+        """
         length = len(topic) + len(payload) + (3 if self.qos else 1)
+        if kind >= self._kinds_counted:
+            self._acked.extend([0] * (kind + 1 - len(self._acked)))
+            self._kinds_counted = len(self._acked)
         if length > self._max_remaining:
-            self._refuse(message, 0x95)  # packet too large for the broker
+            self._refuse(kind, 0x95, topic[2:].decode())  # packet too large for the broker
             return
-        out = self._out
-        if self.qos:
-            pending = self._pending
-            while len(pending) >= self._window:
-                self.service(0.01)
-            packet_id = self._next_id % PUBLISH_IDS + 1
-            while packet_id in pending:
-                packet_id = packet_id % PUBLISH_IDS + 1
-            self._next_id = packet_id
-            pending[packet_id] = message
-            out.append(PUBLISH | 0x02)
-            out += _VARINTS[length] if length < len(_VARINTS) else encode_varint(length)
-            out += topic
-            out.append(packet_id >> 8)
-            out.append(packet_id & 0xFF)
+        varint = _VARINTS[length] if length < 16384 else encode_varint(length)
+        if not self.qos:
+            self._unsent.append(kind)
+            self._out += b"".join((b"\x30", varint, topic, b"\x00", payload))
         else:
-            self._unsent.append(message)
-            out.append(PUBLISH)
-            out += _VARINTS[length] if length < len(_VARINTS) else encode_varint(length)
-            out += topic
-        out.append(0)  # no properties
-        out += payload
-        if len(out) >= FLUSH_BYTES:
+            while self._in_flight >= self._window:
+                self.service(0.01)
+            if self._in_flight >= self._ids:
+                self._more_ids()
+            packets, ids = self._packets, self._ids
+            packet_id = self._next_id % ids + 1
+            while packets[packet_id] is not None:
+                packet_id = packet_id % ids + 1
+            self._next_id = packet_id
+            packet = b"".join((b"\x32", varint, topic, _ID_FIELDS[packet_id], payload))
+            packets[packet_id] = packet
+            self._kinds[packet_id] = kind
+            self._in_flight += 1
+            self._out += packet
+        if len(self._out) >= FLUSH_BYTES:
             self._flush()
+
+    def _more_ids(self) -> None:
+        """Double the packet identifiers in use (every one is in flight; the window allows more).
+        They start small so that a connection at device rates stays small."""
+        more = min(PUBLISH_IDS, 2 * self._ids) - self._ids
+        self._packets.extend([None] * more)
+        self._kinds.extend([0] * more)
+        self._ids += more
 
     def service(self, timeout_s: float = 0.0) -> None:
         """Write what is buffered, read and handle what the broker sent (waiting up to
@@ -478,15 +526,15 @@ class FastPublisher:
 
     def pending(self) -> int:
         """Messages published but not yet acknowledged."""
-        return len(self._pending)
+        return self._in_flight
 
     def drain(self, timeout_s: float = 10.0) -> int:
         """Service the network until every message is acknowledged; the number still pending."""
         deadline = time.monotonic() + timeout_s
         self.service()
-        while self._pending and time.monotonic() < deadline:
+        while self._in_flight and time.monotonic() < deadline:
             self.service(0.05)
-        return len(self._pending)
+        return self._in_flight
 
     def close(self) -> None:
         """Send DISCONNECT and close the socket (call :meth:`drain` first)."""
@@ -510,8 +558,9 @@ class FastPublisher:
         self._sock.sendall(self._out)
         self._out.clear()
         self._last_sent = time.monotonic()
-        for message in self._unsent:
-            self.tally.add(message)
+        acked = self._acked
+        for kind in self._unsent:
+            acked[kind] += 1
         self._unsent.clear()
 
     def _read(self, timeout_s: float) -> None:
@@ -539,35 +588,46 @@ class FastPublisher:
 
     def _settle_acks(self, data: bytearray) -> int:
         """Settle the PUBACKs at the start of ``data`` (the hot path of :func:`parse_ack` and
-        :meth:`_handle`); how many bytes they took. Stops at any other or incomplete packet."""
-        pending, tally = self._pending, self.tally
-        offset, size = 0, len(data)
+        :meth:`_settle`); how many bytes they took. Stops at any other or incomplete packet."""
+        packets, kinds, acked, ids = self._packets, self._kinds, self._acked, self._ids
+        offset, size, settled = 0, len(data), 0
         while offset + 4 <= size and data[offset] == PUBACK and data[offset + 1] < 128:
             end = offset + 2 + data[offset + 1]
             if end > size or end < offset + 4:
                 break
-            message = pending.pop((data[offset + 2] << 8) | data[offset + 3], None)
+            packet_id = (data[offset + 2] << 8) | data[offset + 3]
             reason = data[offset + 4] if end > offset + 4 else 0
             offset = end
-            if message is None:
+            if packet_id > ids or packets[packet_id] is None:
                 continue
             if reason < FAILURE:
-                tally.add(message)
+                packets[packet_id] = None
+                acked[kinds[packet_id]] += 1
+                settled += 1
             else:
-                self._refuse(message, reason)
+                self._settle(packet_id, reason)
+        self._in_flight -= settled
         return offset
+
+    def _settle(self, packet_id: int, reason: int) -> None:
+        """One PUBACK: count its message as acknowledged or refused (unknown identifiers are
+        ignored)."""
+        packet = self._packets[packet_id] if packet_id <= self._ids else None
+        if packet is None:
+            return
+        self._packets[packet_id] = None
+        self._in_flight -= 1
+        kind = self._kinds[packet_id]
+        if reason < FAILURE:
+            self._acked[kind] += 1
+        else:
+            self._refuse(kind, reason, packet_topic(packet))
 
     def _handle(self, first: int, body: bytes) -> None:
         """One packet from the broker."""
         kind = first & 0xF0
         if kind == PUBACK:
-            packet_id, reason = parse_ack(body)
-            message = self._pending.pop(packet_id, None)
-            if message is not None:
-                if reason < FAILURE:
-                    self.tally.add(message)
-                else:
-                    self._refuse(message, reason)
+            self._settle(*parse_ack(body))
         elif kind == PUBLISH:
             topic, payload, qos, packet_id = parse_publish(first, body)
             self._commands.append(Command(topic, payload))
@@ -586,11 +646,11 @@ class FastPublisher:
         else:
             raise ProtocolError(f"unexpected packet 0x{first:02x}")
 
-    def _refuse(self, message: Outgoing, reason: int) -> None:
+    def _refuse(self, kind: int, reason: int, topic: str) -> None:
         """Count a message the broker refused (or that exceeds its maximum packet size)."""
-        self.tally.refuse(message)
+        self._refused.refuse_label(KINDS[kind][2] or "good")
         if reason not in self._refusals:
-            extra = {"stage": "simulator", "reason": f"0x{reason:02x}", "topic": message.topic}
+            extra = {"stage": "simulator", "reason": f"0x{reason:02x}", "topic": topic}
             log.warning("broker refused a message", extra=extra)
         self._refusals[reason] = self._refusals.get(reason, 0) + 1
 
@@ -626,6 +686,6 @@ class FastPublisher:
             log.warning("MQTT reconnect failed", extra={"stage": "simulator", "reason": str(exc)})
             return
         self._subscribe(self._filters)
-        for packet_id, message in self._pending.items():
-            topic = message.topic.encode()
-            self._out += encode_publish(topic, message.payload, 1, packet_id, dup=True)
+        for packet in self._packets:
+            if packet is not None:
+                self._out += bytes((packet[0] | 0x08,)) + packet[1:]  # DUP

@@ -4,10 +4,19 @@ access-control/alarm connector.
 Every :class:`Outgoing` carries what the pipeline must make of it: the number of readings (data
 points of a good sensor frame), of events (fields besides ``timestamp`` of a good event message),
 or the reason of a message-level fault. The report adds these up for acknowledged messages only.
+
+Load mode's hot path skips :class:`Outgoing`: :meth:`SensorSource.emit` and
+:meth:`EventSource.emit` hand the encoded topic, the payload bytes and the message's kind
+(:func:`kind_index`) straight to a sender such as
+:meth:`simulator.fastmqtt.FastPublisher.send`. Both paths build the same bytes: a sensor payload is
+a cached prefix, the timestamp and a cached suffix (its frame changes once a second). Every
+message of a source carries its own controller timestamp, strictly increasing (by at least one
+microsecond), because storage deduplicates readings on (sensor, data point, time).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -19,8 +28,29 @@ from simulator.fleet import TEMPLATES, Connector, Controller, Fleet, Sensor
 from simulator.frames import sensor_hex
 from simulator.signals import SignalSource
 
+Send = Callable[[bytes, bytes, int], None]  # (encoded topic, payload, kind)
+
 _encoder = msgspec.json.Encoder()
 SAMPLE_EVERY_S = 1.0
+
+
+Kind = tuple[int, int, str | None]
+KINDS: list[Kind] = []  # kind index -> (readings, events, error); grows, never reorders
+_KIND_INDEX: dict[Kind, int] = {}
+
+
+def kind_index(readings: int = 0, events: int = 0, error: str | None = None) -> int:
+    """The kind of a message that yields ``readings``, ``events`` or ``error`` (an index into
+    :data:`KINDS`, the same for the same triple within a process)."""
+    key = (readings, events, error)
+    index = _KIND_INDEX.get(key)
+    if index is None:
+        index = _KIND_INDEX[key] = len(KINDS)
+        KINDS.append(key)
+    return index
+
+
+_EVENT_KINDS = [kind_index(events=n) for n in range(8)]  # by number of events
 
 
 class Outgoing(msgspec.Struct, frozen=True):
@@ -34,15 +64,12 @@ class Outgoing(msgspec.Struct, frozen=True):
 
 
 _SECOND_TEXT: dict[tuple[int, str], str] = {}
+_STAMP_OPEN = b'{"timestamp":"'
 
 
-def controller_time(t: float, zone: str) -> str:
-    """Epoch ``t`` as the controller's clock shows it: ``YYYY-MM-DD HH:MM:SS.ffffff``, no zone.
-
-    The local time of a whole UTC second is cached per zone (it is the hot path of load mode);
-    only the microseconds are formatted per message.
-    """
-    second = int(t // 1)
+def second_text(second: int, zone: str) -> str:
+    """The whole epoch ``second`` as the controller's clock in ``zone`` shows it:
+    ``YYYY-MM-DD HH:MM:SS`` (cached: it is the hot path of load mode)."""
     key = (second, zone)
     text = _SECOND_TEXT.get(key)
     if text is None:
@@ -50,12 +77,66 @@ def controller_time(t: float, zone: str) -> str:
             _SECOND_TEXT.clear()
         local = datetime.fromtimestamp(second, ZoneInfo(zone)).replace(tzinfo=None)
         text = _SECOND_TEXT[key] = local.isoformat(" ", "seconds")
-    return f"{text}.{int((t - second) * 1_000_000):06d}"
+    return text
+
+
+def controller_time(t: float, zone: str) -> str:
+    """Epoch ``t`` as the controller's clock shows it: ``YYYY-MM-DD HH:MM:SS.ffffff``, no zone."""
+    second = int(t // 1)
+    return f"{second_text(second, zone)}.{int((t - second) * 1_000_000):06d}"
 
 
 def encode_body(fields: dict[str, object]) -> bytes:
     """A payload as JSON bytes."""
     return _encoder.encode(fields)
+
+
+def topic_field(topic: str) -> bytes:
+    """``topic`` as an MQTT UTF-8 string field: 2-byte length, then the bytes."""
+    raw = topic.encode()
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def outgoing_sender(publish: Callable[[Outgoing], None]) -> Send:
+    """A :data:`Send` that hands each message to ``publish`` as an :class:`Outgoing`."""
+
+    def send(topic: bytes, payload: bytes, kind: int) -> None:
+        readings, events, error = KINDS[kind]
+        publish(Outgoing(topic[2:].decode(), payload, readings, events, error))
+
+    return send
+
+
+class StampClock:
+    """The controller timestamps of one source, strictly increasing.
+
+    :meth:`open` gives a payload's opening ``{"timestamp":"YYYY-MM-DD HH:MM:SS.ffffff`` (the
+    quote after the time is left to the caller). A time at or before the previous one (two
+    messages within a microsecond, or the wall clock stepping back) is moved one microsecond past
+    it. The text of the current second is kept, so only the microseconds are formatted per call.
+    """
+
+    __slots__ = ("_last_us", "_prefix", "_second_us", "zone")
+
+    def __init__(self, zone: str) -> None:
+        self.zone = zone
+        self._last_us = -1
+        self._second_us = -1_000_000  # the start of the second ``_prefix`` shows, in µs
+        self._prefix = b""
+
+    def open(self, t: float) -> bytes:
+        """The payload's opening up to the end of the timestamp for epoch ``t``."""
+        us = int(t * 1_000_000)
+        if us <= self._last_us:
+            us = self._last_us + 1
+        self._last_us = us
+        micro = us - self._second_us
+        if not 0 <= micro < 1_000_000:
+            second = us // 1_000_000
+            self._second_us = second * 1_000_000
+            self._prefix = _STAMP_OPEN + second_text(second, self.zone).encode() + b"."
+            micro = us - self._second_us
+        return self._prefix + b"%06d" % micro
 
 
 class SensorSource:
@@ -75,21 +156,36 @@ class SensorSource:
         )
         phase = (int(controller.mac[-4:], 16) % 240) / 10.0
         self.signals = SignalSource(f"{sensor.serial(controller.mac, connector.number)}", phase)
+        self.clock = StampClock(controller.timezone)
         self._readings = len(self.template.points)
-        self._frame = ""
+        self._kind = kind_index(readings=self._readings)
+        self._topic_field = topic_field(self.topic)
+        self._close = b""  # '","data":"<frame hex>"}': the payload after the timestamp
         self._sampled_at = float("-inf")
 
     def hex_frame(self, t: float) -> str:
         """The hex frame of a fresh reading at epoch ``t``."""
         return sensor_hex(self.template, self.signals.sample(t), self.sensor.address)
 
+    def payload(self, t: float) -> bytes:
+        """A good sensor message's JSON at epoch ``t``: ``{"timestamp": …, "data": <frame>}``
+        (as :func:`encode_body` writes it), with a fresh reading if the last is a second old."""
+        if t - self._sampled_at >= SAMPLE_EVERY_S:
+            self._close = b'","data":"' + self.hex_frame(t).encode() + b'"}'
+            self._sampled_at = t
+        return self.clock.open(t) + self._close
+
     def next(self, t: float) -> Outgoing:
         """A good sensor message: one reading per data point of the template."""
+        return Outgoing(self.topic, self.payload(t), readings=self._readings)
+
+    def emit(self, send: Send, t: float) -> None:
+        """Hand the message :meth:`next` would build to ``send`` without an :class:`Outgoing`
+        (:meth:`payload` inlined: this is the hot path of load mode)."""
         if t - self._sampled_at >= SAMPLE_EVERY_S:
-            self._frame = self.hex_frame(t)
+            self._close = b'","data":"' + self.hex_frame(t).encode() + b'"}'
             self._sampled_at = t
-        body = {"timestamp": controller_time(t, self.controller.timezone), "data": self._frame}
-        return Outgoing(self.topic, encode_body(body), readings=self._readings)
+        send(self._topic_field, self.clock.open(t) + self._close, self._kind)
 
 
 class EventSource:
@@ -100,18 +196,50 @@ class EventSource:
         self.mac = controller.mac
         self.connector = connector
         self.stream = EventStream(connector.mode, f"{controller.mac}-{connector.name}", alias_rate)
+        self.clock = StampClock(controller.timezone)
+        self._topics: dict[tuple[str, str], str] = {}
+        self._fields: dict[tuple[str, str], bytes] = {}
+
+    def topic(self, message: EventMessage) -> str:
+        """The topic of ``message`` (cached per type and component)."""
+        key = (message.type, message.component)
+        topic = self._topics.get(key)
+        if topic is None:
+            topic = self._topics[key] = format_topic(
+                message.type, self.mac, self.connector.mode, self.connector.name, message.component
+            )
+        return topic
+
+    def topic_field(self, message: EventMessage) -> bytes:
+        """:meth:`topic` as an MQTT string field (cached per type and component)."""
+        key = (message.type, message.component)
+        field = self._fields.get(key)
+        if field is None:
+            field = self._fields[key] = topic_field(self.topic(message))
+        return field
+
+    def payload(self, message: EventMessage, t: float) -> bytes:
+        """``message``'s JSON with the controller's timestamp first, as :func:`encode_body`
+        writes ``{"timestamp": …, **fields}``."""
+        fields = _encoder.encode(message.fields)
+        if len(fields) == 2:  # no fields: b"{}"
+            return self.clock.open(t) + b'"}'
+        return self.clock.open(t) + b'",' + fields[1:]
 
     def outgoing(self, message: EventMessage, t: float) -> Outgoing:
         """``message`` with the controller's timestamp, on its topic; one event per field."""
-        topic = format_topic(
-            message.type, self.mac, self.connector.mode, self.connector.name, message.component
-        )
-        body = {"timestamp": controller_time(t, self.controller.timezone), **message.fields}
-        return Outgoing(topic, encode_body(body), events=len(message.fields))
+        return Outgoing(self.topic(message), self.payload(message, t), events=len(message.fields))
 
     def next(self, t: float) -> Outgoing:
         """The stream's next message."""
         return self.outgoing(self.stream.next(), t)
+
+    def emit(self, send: Send, t: float) -> None:
+        """Hand the message :meth:`next` would build to ``send`` without an :class:`Outgoing`."""
+        message = self.stream.next()
+        count = len(message.fields)
+        kind = _EVENT_KINDS[count] if count < len(_EVENT_KINDS) else kind_index(events=count)
+        send(self.topic_field(message), self.payload(message, t), kind)
 
 
 Source = SensorSource | EventSource

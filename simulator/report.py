@@ -6,6 +6,11 @@ there is no acknowledgement, a message counts once it was written to the connect
 ``expected_readings`` is the number of data points of the good sensor frames, ``expected_events``
 the number of fields besides ``timestamp`` of the good event messages, ``expected_errors`` one per
 message-level fault, by reason.
+
+On the load-mode hot path a message is counted by its *kind*, a small integer from
+:func:`simulator.messages.kind_index` naming its (readings, events, error) triple: a publisher
+counts an acknowledgement with one list increment, and :meth:`Tally.add_kinds` turns those counts
+into a tally.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from simulator.messages import Outgoing
+from simulator.messages import KINDS, Outgoing
 
 
 class Report(msgspec.Struct):
@@ -49,10 +54,26 @@ class Tally(msgspec.Struct):
         if message.error is not None:
             self.errors[message.error] = self.errors.get(message.error, 0) + 1
 
+    def add_kinds(self, counts: list[int]) -> None:
+        """Count acknowledged messages given as ``counts[kind] = messages`` (see
+        :func:`simulator.messages.kind_index`)."""
+        for index, count in enumerate(counts):
+            if not count:
+                continue
+            readings, events, error = KINDS[index]
+            self.published += count
+            self.readings += readings * count
+            self.events += events * count
+            if error is not None:
+                self.errors[error] = self.errors.get(error, 0) + count
+
     def refuse(self, message: Outgoing) -> None:
         """Count one message the broker refused, by its fault reason (``good`` if none)."""
+        self.refuse_label(message.error or "good")
+
+    def refuse_label(self, label: str) -> None:
+        """Count one refused message under ``label`` (its fault reason, or ``good``)."""
         self.rejected += 1
-        label = message.error or "good"
         self.refused[label] = self.refused.get(label, 0) + 1
 
     def merge(self, other: Tally) -> None:

@@ -13,7 +13,7 @@ from schemas.settings import Settings
 from simulator import fastmqtt as mq
 from simulator.fastmqtt import FastPublisher, ProtocolError
 from simulator.load import RunConfig, make_publisher
-from simulator.messages import Outgoing
+from simulator.messages import Outgoing, kind_index
 from simulator.publisher import Publisher
 
 VARINTS = [
@@ -69,6 +69,11 @@ def test_publish_layout():
     assert mq.encode_publish(b"a/b", b"xyz", 1, 7, dup=True)[0] == 0x3A
     big = mq.encode_publish(b"t", b"p" * 200, 1, 1)
     assert big[1:3] == mq.encode_varint(206) and len(big) == 3 + 206
+
+
+def test_packet_topic_reads_the_topic_of_an_encoded_publish():
+    assert mq.packet_topic(mq.encode_publish(b"a/b", b"xyz", 1, 0x1234)) == "a/b"
+    assert mq.packet_topic(mq.encode_publish(b"t", b"p" * 200, 0)) == "t"
 
 
 def test_puback_reason_codes():
@@ -183,6 +188,37 @@ def test_only_success_pubacks_count_and_the_window_holds():
     assert (tally.readings, tally.errors) == (12, {"bad_crc": 6})
     assert broker.max_in_flight <= 3
     assert broker.disconnected
+
+
+class _Sink:
+    """A connected socket that takes every write."""
+
+    def sendall(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_many_in_flight_grow_the_identifiers_and_settle_by_kind():
+    publisher = FastPublisher(local_settings(1), "unit", qos=1, window=5000)
+    publisher._sock = _Sink()  # connected, without a broker: acknowledgements are fed below
+    sensor = mq.topic_field("tele/f2-0e0000000001/sensor-mode/J1/sensor-1")
+    kinds = [kind_index(readings=3), kind_index(events=2), kind_index(error="bad_crc")]
+    for n in range(3000):
+        publisher.send(sensor, b'{"n":%d}' % n, kinds[n % 3])
+    assert publisher.pending() == 3000 and publisher._ids == 4096
+    acks = b"".join(b"\x40\x03" + n.to_bytes(2, "big") + b"\x00" for n in range(1, 2999))
+    acks += b"\x40\x03\x0b\xb8\x87"  # 3000 refused: not authorized
+    acks += b"\x40\x02\xff\xff"  # an identifier never used: ignored
+    assert publisher._settle_acks(bytearray(acks)) == len(acks)
+    assert publisher.pending() == 1  # 2999 still in flight
+    tally = publisher.tally
+    assert (tally.published, tally.readings, tally.events) == (2998, 3 * 1000, 2 * 999)
+    assert (tally.errors, tally.rejected, tally.refused) == ({"bad_crc": 999}, 1, {"bad_crc": 1})
+    publisher._settle(2999, 0x00)
+    publisher._settle(2999, 0x00)  # a duplicate acknowledgement counts once
+    assert publisher.pending() == 0 and publisher.tally.published == 2999
 
 
 def test_refused_connection_raises():

@@ -1,0 +1,114 @@
+"""Load mode's fast path (``emit``: cached payload parts, no Outgoing) builds exactly what the
+slow path (a dict through msgspec) builds, and every source's timestamps strictly increase."""
+
+import time
+
+import msgspec
+
+from schemas.records import Event, Reading
+from simulator.events import EventMessage
+from simulator.fleet import generate_fleet, seed_fleet
+from simulator.messages import (
+    KINDS,
+    EventSource,
+    Outgoing,
+    SensorSource,
+    StampClock,
+    build_sources,
+    encode_body,
+    kind_index,
+    outgoing_sender,
+    second_text,
+)
+from simulator.report import Tally
+from tests.simulator.helpers import decode, outcome, registry_of
+
+
+def _emitted(source, t: float) -> Outgoing:
+    """The message ``source.emit`` hands to a sender, as an Outgoing."""
+    sent: list[Outgoing] = []
+    source.emit(outgoing_sender(sent.append), t)
+    [message] = sent
+    return message
+
+
+def _expected(us: int, zone: str) -> str:
+    """Epoch microseconds ``us`` as the controller's clock in ``zone`` shows them."""
+    return f"{second_text(us // 1_000_000, zone)}.{us % 1_000_000:06d}"
+
+
+def _stamp(payload: bytes) -> str:
+    return msgspec.json.decode(payload)["timestamp"]
+
+
+def test_fast_payloads_equal_the_dict_encoding_and_decode_the_same():
+    fleet = generate_fleet(20, seed=7)
+    registry = registry_of(fleet)
+    start = time.time() - 3 * 86400
+    for source in build_sources(fleet, alias_rate=0.3):
+        for step in range(12):
+            t = start + step * 0.7 + 0.123456
+            message = _emitted(source, t)
+            body = msgspec.json.decode(message.payload)
+            stamp = body.pop("timestamp")
+            assert stamp == _expected(int(t * 1_000_000), source.clock.zone)
+            assert message.payload == encode_body({"timestamp": stamp, **body})
+            results = decode(message, registry)
+            readings, events, errors = outcome(results)
+            assert not errors, (message, results)
+            assert (readings, events) == (message.readings, message.events)
+            if isinstance(source, SensorSource):
+                assert readings == len(source.template.points) and events == 0
+                assert all(type(r) is Reading for r in results)
+            else:
+                assert readings == 0 and events == len(body) >= 1
+                assert all(type(r) is Event for r in results)
+            assert all(abs(r.time.timestamp() - t) < 1e-5 for r in results)
+
+
+def test_event_payload_matches_dict_encoding_for_any_fields():
+    source = next(s for s in build_sources(seed_fleet()) if isinstance(s, EventSource))
+    t = time.time()
+    for fields in ({}, {"status": True}, {"data": "b'\\x02\\x03'", "signal_strength": "-50 dBm"}):
+        message = source.outgoing(EventMessage("stat", "strike-1", fields), t)
+        stamp = _stamp(message.payload)
+        assert message.payload == encode_body({"timestamp": stamp, **fields})
+        t += 1e-3
+
+
+def test_timestamps_strictly_increase_per_source_even_when_the_clock_does_not():
+    for source in build_sources(seed_fleet()):
+        t = time.time()
+        times = [t, t, t + 1e-7, t - 5.0, t + 0.5, t + 0.5, t + 2.0, t + 2.0]
+        stamps = [_stamp(_emitted(source, u).payload) for u in times]
+        assert stamps == sorted(set(stamps)), stamps  # same width: text order is time order
+
+
+def test_stamp_clock_crosses_seconds_and_zones():
+    us = 1_764_201_599_999_999  # 2025-11-26 23:59:59.999999 UTC
+    for zone in ("UTC", "Asia/Tokyo", "America/New_York"):
+        clock = StampClock(zone)
+        first, second = clock.open(us / 1e6), clock.open(us / 1e6)
+        assert first.decode() == '{"timestamp":"' + _expected(us, zone)
+        assert second.decode() == '{"timestamp":"' + _expected(us + 1, zone)
+        assert first.endswith(b":59.999999") and second.endswith(b":00.000000")
+
+
+def test_kinds_count_like_outgoing_messages():
+    messages = [
+        Outgoing("t", b"", readings=3),
+        Outgoing("t", b"", events=2),
+        Outgoing("t", b"", error="bad_crc"),
+        Outgoing("t", b"", readings=3),
+    ]
+    sent: list[tuple[bytes, bytes, int]] = []
+    for source in build_sources(seed_fleet()):
+        source.emit(lambda topic, payload, kind: sent.append((topic, payload, kind)), time.time())
+    by_kinds, by_messages = Tally(), Tally()
+    kinds = [kind_index(m.readings, m.events, m.error) for m in messages]
+    counts = [kinds.count(index) for index in range(len(KINDS))]
+    for message in messages:
+        by_messages.add(message)
+    by_kinds.add_kinds(counts)
+    assert by_kinds == by_messages
+    assert all(topic[2:].decode().startswith(("tele/", "stat/")) for topic, _, _ in sent)
