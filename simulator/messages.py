@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from schemas.topics import SENSOR_MODE, format_topic
-from simulator.events import EventMessage, EventStream
+from simulator.events import ROUTES, EventMessage, EventStream, fields_tail
 from simulator.fleet import TEMPLATES, Connector, Controller, Fleet, Sensor
 from simulator.frames import sensor_hex
 from simulator.signals import SignalSource
@@ -50,7 +50,7 @@ def kind_index(readings: int = 0, events: int = 0, error: str | None = None) -> 
     return index
 
 
-_EVENT_KINDS = [kind_index(events=n) for n in range(8)]  # by number of events
+_KIND_OF = [kind_index(events=n) for n in range(8)]  # by number of events (a step has 1 to 3)
 
 
 class Outgoing(msgspec.Struct, frozen=True):
@@ -189,7 +189,11 @@ class SensorSource:
 
 
 class EventSource:
-    """One access-control or alarm connector: its event stream as ``stat``/``tele`` messages."""
+    """One access-control or alarm connector: its event stream as ``stat``/``tele`` messages.
+
+    :meth:`emit` sends the stream's pre-encoded :class:`~simulator.events.Step`: the topic field
+    of its route (one per route, built here once), the clock's opening and the step's tail.
+    """
 
     def __init__(self, controller: Controller, connector: Connector, alias_rate: float) -> None:
         self.controller = controller
@@ -199,16 +203,24 @@ class EventSource:
         self.clock = StampClock(controller.timezone)
         self._topics: dict[tuple[str, str], str] = {}
         self._fields: dict[tuple[str, str], bytes] = {}
+        self._queue = self.stream.queue
+        self._refill = self.stream.refill
+        self._states = self.stream.states
+        self._route_fields = [topic_field(self._topic(*route)) for route in ROUTES]
 
-    def topic(self, message: EventMessage) -> str:
-        """The topic of ``message`` (cached per type and component)."""
-        key = (message.type, message.component)
+    def _topic(self, type_: str, component: str) -> str:
+        """The topic of ``type_`` messages from ``component`` (cached)."""
+        key = (type_, component)
         topic = self._topics.get(key)
         if topic is None:
             topic = self._topics[key] = format_topic(
-                message.type, self.mac, self.connector.mode, self.connector.name, message.component
+                type_, self.mac, self.connector.mode, self.connector.name, component
             )
         return topic
+
+    def topic(self, message: EventMessage) -> str:
+        """The topic of ``message`` (cached per type and component)."""
+        return self._topic(message.type, message.component)
 
     def topic_field(self, message: EventMessage) -> bytes:
         """:meth:`topic` as an MQTT string field (cached per type and component)."""
@@ -221,25 +233,28 @@ class EventSource:
     def payload(self, message: EventMessage, t: float) -> bytes:
         """``message``'s JSON with the controller's timestamp first, as :func:`encode_body`
         writes ``{"timestamp": …, **fields}``."""
-        fields = _encoder.encode(message.fields)
-        if len(fields) == 2:  # no fields: b"{}"
-            return self.clock.open(t) + b'"}'
-        return self.clock.open(t) + b'",' + fields[1:]
+        return self.clock.open(t) + fields_tail(message.fields)
 
     def outgoing(self, message: EventMessage, t: float) -> Outgoing:
         """``message`` with the controller's timestamp, on its topic; one event per field."""
         return Outgoing(self.topic(message), self.payload(message, t), events=len(message.fields))
 
     def next(self, t: float) -> Outgoing:
-        """The stream's next message."""
+        """The stream's next message (encoded from its fields: the reference for :meth:`emit`)."""
         return self.outgoing(self.stream.next(), t)
 
     def emit(self, send: Send, t: float) -> None:
-        """Hand the message :meth:`next` would build to ``send`` without an :class:`Outgoing`."""
-        message = self.stream.next()
-        count = len(message.fields)
-        kind = _EVENT_KINDS[count] if count < len(_EVENT_KINDS) else kind_index(events=count)
-        send(self.topic_field(message), self.payload(message, t), kind)
+        """Hand the message :meth:`next` would build to ``send`` without an :class:`Outgoing`,
+        from the step's pre-encoded parts (load mode's hot path: ``EventStream.next_step``
+        inlined)."""
+        queue = self._queue
+        if not queue:
+            self._refill()
+        step = queue.popleft()
+        effect = step.effect
+        if effect is not None:
+            self._states[effect[0]][effect[1]] = effect[2]
+        send(self._route_fields[step.route], self.clock.open(t) + step.tail, _KIND_OF[step.events])
 
 
 Source = SensorSource | EventSource
