@@ -118,7 +118,7 @@ class StoreSettings(msgspec.Struct, frozen=True):
 
     batch_rows: int = 5000
     batch_ms: int = 100
-    shards: int = 1
+    shards: int = 2
     partitions_ahead_days: int = 3
     retry_max_s: float = 10.0
     event_retention_days: int = 365
