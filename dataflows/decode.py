@@ -94,7 +94,7 @@ def build_flow(settings: Settings | None = None, dynamic_kafka_sink: bool = Fals
     s = settings or load_settings()
     store_settings = load_store_settings()
     registry_settings = load_registry_settings()
-    batch_size = int(os.environ.get("F2_DECODE_BATCH_SIZE", "1000"))
+    batch_size = int(os.environ.get("F2_DECODE_BATCH_SIZE", "5000"))
     kafka_parts = int(
         os.environ.get("F2_DECODE_KAFKA_PARTS", os.environ.get("F2_DECODE_RECOVERY_PARTS", "4"))
     )
