@@ -18,7 +18,7 @@ from prometheus_client import Counter
 
 from connectors.kafka_sink import KafkaRecord
 from connectors.registry_store import RegistryChange, RegistryStore
-from connectors.store_rows import Rejected, RowBatch, event_row
+from connectors.store_rows import Rejected, RowBatch, event_row, mark, reading_row
 from schemas.decode import decode_message, iso_utc
 from schemas.privacy import PrivacySettings, hash_card_id, load_privacy_settings
 from schemas.reasons import ALL_REASONS, STORE_REJECTED
@@ -167,7 +167,7 @@ class DecodeStep:
                 if stored_time is None:  # one timestamp per message
                     stored_time = item.time
                     stamp = _stamp(stored_time)
-                if kind is Reading:  # the hot path: store_rows.reading_row() written out
+                if kind is Reading:
                     record = ReadingRecord(
                         "reading",
                         item.mac,
@@ -182,17 +182,7 @@ class DecodeStep:
                         item.registry_version,
                     )
                     decoded.append(KafkaRecord(decoded_topic, key, _encode(record)))
-                    readings.append(
-                        (
-                            item.time,
-                            item.sensor_id,
-                            item.datapoint_id,
-                            item.value,
-                            item.registry_version,
-                            raw,
-                            item.label,
-                        )
-                    )
+                    readings.append(reading_row(item, raw))
                     n_readings += 1
                 else:
                     if self._reader_key is not None:
@@ -201,7 +191,7 @@ class DecodeStep:
                     decoded.append(KafkaRecord(decoded_topic, key, _encode(_event(item, stamp))))
                     n_events += 1
             if stored_time is not None:
-                rows.marks.append((stored_time.timestamp(), raw.received_at_ms / 1000.0))  # mark()
+                rows.marks.append(mark(stored_time, raw))
             outcomes[0 if not failed else 1 if stored_time is not None else 2] += 1
         for counter, count in zip((_OK, _PARTIAL, _FAILED), outcomes, strict=True):
             counter.inc(count)

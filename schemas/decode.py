@@ -26,8 +26,8 @@ import msgspec
 from schemas.frames import (
     TemplatePlan,
     decode_point,
-    modbus_crc,
     modbus_data_section,
+    modbus_frame_ok,
     parse_hex,
     plan_for,
 )
@@ -147,7 +147,7 @@ def _decode_sensor(payload: bytes, route: Route, now: datetime | None) -> list[D
     plan = route.plan
     end = len(frame)
     if plan.modbus:
-        if end < 5 or frame[2] != end - 5 or frame[1] not in (3, 4) or modbus_crc(frame):
+        if not modbus_frame_ok(frame):
             return [modbus_data_section(frame)]  # the first failing check, in SPEC order
         start, end = 3, end - 2
     else:
