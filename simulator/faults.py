@@ -43,6 +43,7 @@ class FaultMaker:
     def __init__(self, ghost_macs: tuple[str, ...], seed: str) -> None:
         self._ghosts = ghost_macs
         self._rng = random.Random(seed)
+        self._bad_stamps = 0
 
     def make(self, source: SensorSource, t: float, reason: str | None = None) -> Outgoing:
         """A fault for ``reason`` (default: a random kind) built on ``source``'s traffic."""
@@ -94,7 +95,11 @@ class FaultMaker:
         stamp = self._rng.choice(BAD_TIMESTAMPS)
         if self._rng.random() < 0.2:  # the clock runs two days ahead
             stamp = controller_time(t + 2 * 86400, "UTC")
-        body: dict[str, object] = {"data": data}
+        # A fixed bad stamp and a repeated frame would make two faults identical, and the DLQ
+        # is reconciled after dedupe by (topic, payload, reason, label): a message counter (an
+        # extra field, which sensor payloads may carry) keeps every fault distinct.
+        self._bad_stamps += 1
+        body: dict[str, object] = {"data": data, "seq": self._bad_stamps}
         if stamp is not None:
             body["timestamp"] = stamp
         return source.topic, encode_body(body)
