@@ -7,15 +7,23 @@ Everything runs on an isolated stack (``F2_STACK_DIR``, default ``/tmp/bench-sta
 as ``python -m bytewax.run`` with the recommended flags of :mod:`ops.flows` (what ``f2 run``
 uses), with ``-i/-a`` when a flow has two processes.
 
-Ramp (per flow configuration, e.g. ingest ×1 + decode ×1): Kafka is restarted empty, the flows
-start, a short warm-up registers the fleet and fills the registry cache; then for each offered
-rate the simulator's load mode (``--rate R --duration D --report F``, no faults) publishes at QoS
-1, and after it ends the rows stored are reconciled with its report (``expected_readings`` +
-``expected_events``). A step is **sustained** when nothing is missing, the simulator achieved at
-least 95 % of the offered rate, and the backlog drained within ``DRAIN_LIMIT_S`` after the last
-publish (a pipeline that falls behind accumulates a backlog proportional to the step's length).
-A step that is not sustained is run once more (the machine is shared and noisy); the ramp
-stops at the first rate that fails twice (then, in full mode, one step halfway back).
+Ramp (per flow configuration, e.g. ingest ×1 + decode ×1): for each offered rate, Kafka is
+restarted empty, the flows start, a short warm-up (500 msg/s for 3 s; the first also registers
+the fleet) connects everything and fills the registry cache; then the simulator's load mode
+(``--rate R --duration D --report F``, no faults) publishes at QoS 1, and after it ends the rows
+stored are reconciled with its report (``expected_readings`` + ``expected_events``). Every step
+starts on an empty broker because the local broker (Tansu 0.6, memory storage) lists every
+stored batch of a partition to answer each fetch, so its CPU grows with the data it holds (0.25 of
+a core at 2,000 msg/s, 0.65 at 5,000 after the earlier steps, on a 2-core box the whole pipeline
+shares); carried over from step to step, the earlier steps' data made a later step slower than
+the pipeline is. Apache Kafka finds a fetch offset through its segment index, whatever the log
+holds. ``--keep-broker`` runs the whole ramp on one broker instead.
+
+A step is **sustained** when nothing is missing, the simulator achieved at least 95 % of the
+offered rate, and the backlog drained within ``DRAIN_LIMIT_S`` after the last publish (a
+pipeline that falls behind accumulates a backlog proportional to the step's length). A step that
+is not sustained is run once more (the machine is shared and noisy); the ramp stops at the first
+rate that fails twice (then, in full mode, one step halfway back).
 
 Latency: from the decode flow's ``f2_e2e_latency_seconds{since="device"}`` histogram (device
 timestamp → database commit; at most 200 evenly spaced samples per flush), scraped before and
@@ -77,6 +85,7 @@ CLUSTER_PORTS = {"ingest": (2331, 2332), "decode": (2341, 2342)}
 FULL_RATES = (2000, 3500, 5000, 7500, 10000, 15000, 20000, 30000)
 QUICK_RATES = (2000, 5000)
 STALL_S = 30.0
+WARMUP_RATE, WARMUP_S = 500, 3
 
 
 class FlowGroup:
@@ -310,17 +319,34 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def ramp(pipeline: Pipeline, rates: tuple[float, ...], duration: float, refine: bool) -> dict:
+def ramp(
+    pipeline: Pipeline,
+    rates: tuple[float, ...],
+    duration: float,
+    refine: bool,
+    fresh_broker: bool = True,
+) -> dict:
     """Steps at increasing rates until one is not sustained (then, if ``refine``, one halfway
-    back); the steps and the highest sustained rate."""
-    pipeline.start()
+    back); the steps and the highest sustained rate. With ``fresh_broker`` every step runs on an
+    empty Kafka and freshly started flows (see the module's docstring)."""
     steps: list[dict[str, Any]] = []
+    started = False
+
+    def run_step(rate: float) -> None:
+        nonlocal started
+        if started and fresh_broker:
+            pipeline.stop()
+        if not started or fresh_broker:
+            pipeline.start()
+            pipeline.step(WARMUP_RATE, WARMUP_S, register=not started)  # connections, caches
+            started = True
+        steps.append(pipeline.step(rate, duration))
+        print(json.dumps(_brief(steps[-1])), file=sys.stderr, flush=True)
+
     try:
-        pipeline.step(500, 3, register=True)  # warm-up: registry, caches, partitions
         for rate in rates:
             for _attempt in range(2):  # a step that fails is tried once more (noisy machine)
-                steps.append(pipeline.step(rate, duration))
-                print(json.dumps(_brief(steps[-1])), file=sys.stderr, flush=True)
+                run_step(rate)
                 if steps[-1]["sustained"]:
                     break
             if not steps[-1]["sustained"]:
@@ -328,8 +354,7 @@ def ramp(pipeline: Pipeline, rates: tuple[float, ...], duration: float, refine: 
         good = [s["offered_msgs_per_s"] for s in steps if s["sustained"]]
         bad = [s["offered_msgs_per_s"] for s in steps if not s["sustained"]]
         if refine and good and bad and min(bad) > max(good):
-            steps.append(pipeline.step(round((max(good) + min(bad)) / 2, -2), duration))
-            print(json.dumps(_brief(steps[-1])), file=sys.stderr, flush=True)
+            run_step(round((max(good) + min(bad)) / 2, -2))
     finally:
         pipeline.stop()
     sustained = [s for s in steps if s["sustained"]]
@@ -436,7 +461,7 @@ def decode_scaling(settings: Settings, root: Path, workdir: Path, messages: int)
     return result
 
 
-def run(quick: bool, workdir: Path) -> dict[str, Any]:
+def run(quick: bool, workdir: Path, fresh_broker: bool = True) -> dict[str, Any]:
     """The whole end-to-end part on the (already isolated) stack: ramps, then scaling."""
     f2("stack", "up")
     settings = load_settings()
@@ -447,12 +472,13 @@ def run(quick: bool, workdir: Path) -> dict[str, Any]:
     ramps = []
     for ingest, decode in configs:
         pipeline = Pipeline(settings, root, workdir, ingest, decode)
-        ramps.append(ramp(pipeline, rates, duration, refine=not quick))
+        ramps.append(ramp(pipeline, rates, duration, not quick, fresh_broker))
     scaling = decode_scaling(settings, root, workdir, 10_000 if quick else 60_000)
     return {
         "stack": str(root),
         "step_seconds": duration,
         "drain_limit_s": DRAIN_LIMIT_S,
+        "broker_per_step": "fresh" if fresh_broker else "kept",
         "latency_source": 'decode flow histogram f2_e2e_latency_seconds{since="device"}',
         "ramps": ramps,
         "decode_scaling": scaling,
@@ -464,10 +490,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="two rates, short steps")
     parser.add_argument("--stack-dir", default=BENCH_STACK["F2_STACK_DIR"])
     parser.add_argument("--port-offset", default=BENCH_STACK["F2_STACK_PORT_OFFSET"])
+    parser.add_argument(
+        "--keep-broker", action="store_true", help="one broker for the whole ramp, not per step"
+    )
     args = parser.parse_args(argv)
     use_isolated_stack(args.stack_dir, args.port_offset)
     workdir = Path(tempfile.mkdtemp(prefix="f2-bench-e2e-"))
-    result = run(args.quick, workdir)
+    result = run(args.quick, workdir, not args.keep_broker)
     text = json.dumps(result, indent=2)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "e2e.json").write_text(text + "\n")
