@@ -93,11 +93,15 @@ def simulator_section(raw: dict | None) -> dict[str, Any]:
         _num(_get(raw, "best_simulator", "rate")),
         _num(_get(raw, "best_ceiling", "rate")),
     )
+    by = _get(raw, "best_simulator", "by")
     return {
         "msgs_per_s": rate,
         "mosquitto_ceiling_msgs_per_s": ceiling,
         "ceiling_client": _get(raw, "best_ceiling", "by"),
         "share_of_ceiling": _ratio(rate, ceiling),
+        "broker_cores_during_simulator": (
+            _num(_get(raw, "broker_load", by, "broker_cores"), 3) if isinstance(by, str) else None
+        ),
     }
 
 
@@ -294,7 +298,8 @@ def render_markdown(results: dict[str, Any], plots: list[Path]) -> str:
         "|---|---|---|---|---|---|",
         f"| simulator load mode (QoS 1 publish) | {_fmt(m['msgs_per_s'])} msg/s | "
         f"{_fmt(m['mosquitto_ceiling_msgs_per_s'])} msg/s "
-        f"(Mosquitto, {m['ceiling_client'] or '—'}) | "
+        f"(Mosquitto, {m['ceiling_client'] or '—'}; Mosquitto busy "
+        f"{_fmt(m['broker_cores_during_simulator'], 'share')} of a core while the simulator ran) | "
         f"{_fmt(m['share_of_ceiling'], 'share')} | — | — |",
         f"| ingest flow ×1 (MQTT → Kafka, QoS 1) | {_fmt(i['msgs_per_s'])} msg/s | "
         f"{_fmt(i['mqtt_ceiling_msgs_per_s'])} msg/s (bare paho subscriber) | "

@@ -19,6 +19,13 @@ interleaved (each round runs every configuration once); each configuration's bes
 Each run lasts at most ``--seconds`` (default 8, capped at 15). The target is the simulator's best
 rate ≥ 90 % of the best ceiling (mosquitto_pub or a minimal client) measured in the same run.
 
+Beside each rate, the broker's own CPU over the run (``/proc/<pid>/stat`` of the Mosquitto
+process before and after; for the simulator divided by its publishing time, from its summary):
+``broker_cores`` near 1.0 means Mosquitto, which runs on one thread, was busy the whole time, so
+the client offered more than the broker could take; ``broker_us_per_msg`` is what each accepted
+message cost it. Rates that differ while the broker is saturated in both runs differ because the
+broker's cost per message did (host noise, packet batching), not because a client held back.
+
 Run: ``.venv/bin/python -m bench.simulator [--port-offset 700]``; prints JSON and writes
 ``bench/results/simulator.json``.
 """
@@ -38,12 +45,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.common import proc_stat
+from ops.stack import Stack
 from schemas.settings import Settings, load_settings
 from simulator.fastmqtt import FastPublisher
 from simulator.load import FAST_SERVICE_EVERY
@@ -203,6 +213,7 @@ def simulator_rate(env: dict[str, str], processes: int, seconds: float, workdir:
         raise RuntimeError(f"report says {published} published, summary {match.group(1)}")
     return {
         "rate": float(match.group(3)),
+        "publishing_s": float(match.group(2)),
         "published": published,
         "refused": int(match.group(4)),
         "unacknowledged": int(match.group(5)),
@@ -210,34 +221,88 @@ def simulator_rate(env: dict[str, str], processes: int, seconds: float, workdir:
     }
 
 
+class BrokerMeter:
+    """CPU seconds (user + system) of the broker process between two readings."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def seconds(self) -> float:
+        stat = proc_stat(self.pid)
+        if stat is None:
+            raise RuntimeError(f"the broker (pid {self.pid}) is gone")
+        return stat[1]
+
+    def measure(self, run: Callable[[], Any]) -> tuple[Any, float]:
+        """``run()``'s result and the broker's CPU seconds while it ran."""
+        before = self.seconds()
+        result = run()
+        return result, self.seconds() - before
+
+
+def broker_load(cpu_s: float, messages: float, active_s: float) -> dict[str, float]:
+    """The broker's share of a core over ``active_s`` and its CPU per accepted message."""
+    return {
+        "broker_cores": round(cpu_s / active_s, 3) if active_s > 0 else 0.0,
+        "broker_us_per_msg": round(cpu_s / messages * 1e6, 2) if messages else 0.0,
+    }
+
+
 def one_round(
-    env: dict[str, str], settings: Settings, args: argparse.Namespace, workdir: Path
-) -> dict[str, Any]:
-    """Every configuration measured once: name → rate (the simulator's: its run details)."""
+    env: dict[str, str],
+    settings: Settings,
+    args: argparse.Namespace,
+    workdir: Path,
+    broker: BrokerMeter,
+) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """Every configuration measured once: name → rate (the simulator's: its run details), and
+    name → the broker's load during that run (:func:`broker_load`)."""
     seconds, lines = args.seconds, args.lines
     rates: dict[str, Any] = {}
+    load: dict[str, dict[str, float]] = {}
+
+    def timed(name: str, run: Callable[[], float]) -> None:
+        started = time.perf_counter()
+        rate, cpu_s = broker.measure(run)
+        elapsed = time.perf_counter() - started
+        rates[name] = round(rate)
+        load[name] = broker_load(cpu_s, rate * min(elapsed, seconds), elapsed)
+
     for mode, n, count in (("lines", 1, lines), ("lines", 2, lines), ("repeat", 4, lines // 10)):
-        rate = mosquitto_pub_rate(settings, n, mode, count, seconds, workdir)
-        rates[f"mosquitto_pub_{mode}_{n}_publishers"] = round(rate)
-    for n in (1, 2):
-        rates[f"raw_client_{n}_processes"] = round(
-            minimal_client_rate(_raw_client, settings, n, seconds)
+        timed(
+            f"mosquitto_pub_{mode}_{n}_publishers",
+            partial(mosquitto_pub_rate, settings, n, mode, count, seconds, workdir),
         )
-    rates["paho_client_1_processes"] = round(
-        minimal_client_rate(_paho_client, settings, 1, seconds)
+    for n in (1, 2):
+        timed(
+            f"raw_client_{n}_processes",
+            partial(minimal_client_rate, _raw_client, settings, n, seconds),
+        )
+    timed(
+        "paho_client_1_processes", partial(minimal_client_rate, _paho_client, settings, 1, seconds)
     )
     for n in (1, 2):
-        rates[f"simulator_{n}_processes"] = simulator_rate(env, n, seconds, workdir)
-    return rates
+        name = f"simulator_{n}_processes"
+        run, cpu_s = broker.measure(partial(simulator_rate, env, n, seconds, workdir))
+        rates[name] = run
+        load[name] = broker_load(cpu_s, run["published"], run["publishing_s"])
+    return rates, load
 
 
 def _rate(value: Any) -> float:
     return value["rate"] if isinstance(value, dict) else value
 
 
-def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    """Best round of each configuration, the best ceiling and the simulator's ratio to it."""
-    best = {name: max((r[name] for r in rounds), key=_rate) for name in rounds[0]}
+def summarize(
+    rounds: list[dict[str, Any]], loads: list[dict[str, dict[str, float]]]
+) -> dict[str, Any]:
+    """Best round of each configuration (with the broker's load in that round), the best
+    ceiling and the simulator's ratio to it."""
+    best_round = {
+        name: max(range(len(rounds)), key=lambda i, n=name: _rate(rounds[i][n]))
+        for name in rounds[0]
+    }
+    best = {name: rounds[i][name] for name, i in best_round.items()}
     ceilings = {n: v for n, v in best.items() if not n.startswith(("simulator", "paho"))}
     ceiling_name = max(ceilings, key=lambda n: ceilings[n])
     simulator = {n: v for n, v in best.items() if n.startswith("simulator")}
@@ -247,12 +312,14 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "mosquitto_pub_ceiling": {n: v for n, v in best.items() if n.startswith("mosquitto_pub")},
         "minimal_clients": {n: v for n, v in best.items() if "client" in n},
         "simulator_load_mode": simulator,
+        "broker_load": {name: loads[i][name] for name, i in best_round.items()},
         "best_ceiling": {"rate": ceilings[ceiling_name], "by": ceiling_name},
         "best_simulator": {"rate": simulator[sim_name]["rate"], "by": sim_name},
         "simulator_vs_best_ceiling": round(ratio, 3),
         "target": TARGET,
         "target_met": ratio >= TARGET,
         "rounds": [{n: _rate(v) for n, v in r.items()} for r in rounds],
+        "rounds_broker_cores": [{n: v["broker_cores"] for n, v in r.items()} for r in loads],
     }
 
 
@@ -278,7 +345,12 @@ def main() -> None:
             "python": platform.python_version(),
             "loadavg_before": os.getloadavg(),
         }
-        rounds = [one_round(env, settings, args, workdir) for _ in range(args.rounds)]
+        pid = Stack(Path(env["F2_STACK_DIR"])).services["mosquitto"].pid()
+        if pid is None:
+            raise RuntimeError("the private Mosquitto is not running")
+        measured = [
+            one_round(env, settings, args, workdir, BrokerMeter(pid)) for _ in range(args.rounds)
+        ]
         machine["loadavg_after"] = os.getloadavg()
     finally:
         f2(env, "stack", "down", "--purge")
@@ -288,7 +360,7 @@ def main() -> None:
         "broker": f"private mosquitto (local stack config) on port {settings.mqtt_port}",
         "qos": 1,
         "seconds_per_run": args.seconds,
-        **summarize(rounds),
+        **summarize([rates for rates, _ in measured], [load for _, load in measured]),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

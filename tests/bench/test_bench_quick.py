@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from bench import e2e
 from bench.common import bucket_diff, histogram_buckets, last_json_object, parse_metrics, quantile
 from bench.report import build_results, render_markdown, write_report
+from bench.simulator import broker_load, summarize
 
 REQUIRED = {
     "decode": ("msgs_per_s", "naive_msgs_per_s"),
@@ -66,8 +68,9 @@ def parts() -> dict:
             "naive": {"rows_per_s": 2000.0},
         },
         "simulator": {
-            "best_simulator": {"rate": 80000.0},
+            "best_simulator": {"rate": 80000.0, "by": "simulator_1_processes"},
             "best_ceiling": {"rate": 150000, "by": "raw_client_2_processes"},
+            "broker_load": {"simulator_1_processes": {"broker_cores": 0.962}},
         },
         "e2e": {
             "latency_source": "histogram",
@@ -113,6 +116,8 @@ def test_results_have_the_required_shape_with_numbers():
     assert results["scaling"]["decode_msgs_per_s"] == {"1": 8000, "2": 9000}
     assert results["scaling"]["ingest_msgs_per_s"] == {"1": 11000, "2": 12000}
     assert results["cpu"]["share"]["ingest"] == pytest.approx(0.5)
+    assert results["simulator"]["broker_cores_during_simulator"] == 0.962
+    assert "Mosquitto busy 96% of a core" in render_markdown(results, [])
     json.dumps(results)  # serialisable as is
 
 
@@ -186,3 +191,76 @@ def test_write_report_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert json.loads((tmp_path / "latest.json").read_text()) == results
     page = (tmp_path / "latest.md").read_text()
     assert "| end-to-end sustained | 5,000 msg/s | ≥ 5,000 msg/s | **met** |" in page
+
+
+def test_simulator_summary_takes_each_configurations_best_round_with_its_broker_load():
+    rounds = [
+        {"raw_client_1_processes": 100, "simulator_1_processes": {"rate": 95.0}},
+        {"raw_client_1_processes": 120, "simulator_1_processes": {"rate": 90.0}},
+    ]
+    loads = [
+        {"raw_client_1_processes": broker_load(1.0, 800, 1.0), "simulator_1_processes": {}},
+        {"raw_client_1_processes": broker_load(0.5, 960, 0.5), "simulator_1_processes": {}},
+    ]
+    loads[0]["simulator_1_processes"] = broker_load(0.97, 760, 1.0)
+    loads[1]["simulator_1_processes"] = broker_load(0.9, 720, 1.0)
+    summary = summarize(rounds, loads)
+    assert summary["best_ceiling"] == {"rate": 120, "by": "raw_client_1_processes"}
+    assert summary["best_simulator"] == {"rate": 95.0, "by": "simulator_1_processes"}
+    assert summary["simulator_vs_best_ceiling"] == pytest.approx(95 / 120, abs=1e-3)
+    assert summary["target_met"] is False
+    # the broker's load is the one of the round each best figure came from
+    assert summary["broker_load"]["raw_client_1_processes"] == {
+        "broker_cores": 1.0,
+        "broker_us_per_msg": pytest.approx(520.83, abs=0.01),
+    }
+    assert summary["broker_load"]["simulator_1_processes"]["broker_cores"] == 0.97
+    assert summary["rounds_broker_cores"][1]["simulator_1_processes"] == 0.9
+
+
+class FakePipeline:
+    """Records what a ramp asks of the pipeline; a step is sustained below ``limit`` msg/s."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit, self.calls = limit, []
+        self.ingest = self.decode = type("Group", (), {"processes": 1})()
+        self.name = "fake"
+
+    def start(self) -> None:
+        self.calls.append("start")
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+
+    def step(self, rate: float, duration: float, register: bool = False) -> dict:
+        self.calls.append(("step", rate, register))
+        return {
+            "offered_msgs_per_s": rate,
+            "sustained": rate < self.limit,
+            **{k: 0 for k in ("config", "achieved_msgs_per_s", "missing_rows", "drain_s")},
+            **{k: 0 for k in ("p50_ms", "p99_ms")},
+        }
+
+
+def test_ramp_runs_every_step_on_a_fresh_broker_and_registers_once():
+    pipeline = FakePipeline(limit=4000)
+    result = e2e.ramp(pipeline, (2000, 3000, 5000), 15.0, refine=True)  # type: ignore[arg-type]
+    warm = ("step", e2e.WARMUP_RATE, False)
+    assert pipeline.calls == [
+        "start", ("step", e2e.WARMUP_RATE, True), ("step", 2000, False),
+        "stop", "start", warm, ("step", 3000, False),
+        "stop", "start", warm, ("step", 5000, False),
+        "stop", "start", warm, ("step", 5000, False),  # a failed step is tried once more
+        "stop", "start", warm, ("step", 4000, False),  # then one halfway back
+        "stop",
+    ]  # fmt: skip
+    assert result["max_sustained_msgs_per_s"] == 3000
+
+
+def test_ramp_can_keep_one_broker():
+    pipeline = FakePipeline(limit=2500)
+    e2e.ramp(pipeline, (2000, 3000), 15.0, refine=False, fresh_broker=False)  # type: ignore[arg-type]
+    assert pipeline.calls == [
+        "start", ("step", e2e.WARMUP_RATE, True), ("step", 2000, False),
+        ("step", 3000, False), ("step", 3000, False), "stop",
+    ]  # fmt: skip
