@@ -52,7 +52,7 @@ STAGES: dict[str, tuple[str, list[str], list[str], float]] = {
     "ingest": ("bench.ingest", ["--messages", "40000"], ["--messages", "10000"], 600),
     "simulator": (
         "bench.simulator",
-        ["--seconds", "6", "--rounds", "1"],
+        ["--seconds", "6", "--rounds", "2"],
         ["--seconds", "2", "--rounds", "1", "--lines", "60000"],
         600,
     ),
