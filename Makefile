@@ -22,6 +22,13 @@ $(STAMP): pyproject.toml
 	@$(VENV)/bin/pip install -q -e '.[dev]' >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
 	@touch $(STAMP)
 
+# The charts extra (matplotlib) for the targets that draw PNGs.
+PERF_STAMP := $(VENV)/.installed-perf
+$(PERF_STAMP): $(STAMP)
+	@echo "installing the charts extra (matplotlib) into $(VENV) (log: $(VENV)/install.log)"
+	@$(VENV)/bin/pip install -q -e '.[dev,perf]' >> $(VENV)/install.log 2>&1 || (cat $(VENV)/install.log; exit 1)
+	@touch $(PERF_STAMP)
+
 stack-up: install
 	$(F2) stack up
 
@@ -85,11 +92,11 @@ mqtt-monitor: install
 mqtt-test: stack-up
 	$(F2) demo --round-trip-only
 
-benchmarks: install
+benchmarks: $(PERF_STAMP)
 	$(PY) -m bench
 
-## PNG charts from the local Prometheus, else from bench/results (needs the [perf] extra).
-performance: install
+## PNG charts from the local Prometheus, else from bench/results (installs the [perf] extra).
+performance: $(PERF_STAMP)
 	$(F2) performance
 
 ## Every component's state (the health API's /health, or a one-shot check without it).
