@@ -198,10 +198,14 @@ def test_simulator_summary_takes_each_configurations_best_round_with_its_broker_
         {"raw_client_1_processes": 100, "simulator_1_processes": {"rate": 95.0}},
         {"raw_client_1_processes": 120, "simulator_1_processes": {"rate": 90.0}},
     ]
+    for mix, r in zip((100, 130), rounds, strict=True):  # the replayed mix is no ceiling
+        r["mix_client_1_processes"] = mix
     loads = [
         {"raw_client_1_processes": broker_load(1.0, 800, 1.0), "simulator_1_processes": {}},
         {"raw_client_1_processes": broker_load(0.5, 960, 0.5), "simulator_1_processes": {}},
     ]
+    for load in loads:
+        load["mix_client_1_processes"] = broker_load(1.0, 1000, 1.0)
     loads[0]["simulator_1_processes"] = broker_load(0.97, 760, 1.0)
     loads[1]["simulator_1_processes"] = broker_load(0.9, 720, 1.0)
     summary = summarize(rounds, loads)
@@ -209,6 +213,7 @@ def test_simulator_summary_takes_each_configurations_best_round_with_its_broker_
     assert summary["best_simulator"] == {"rate": 95.0, "by": "simulator_1_processes"}
     assert summary["simulator_vs_best_ceiling"] == pytest.approx(95 / 120, abs=1e-3)
     assert summary["target_met"] is False
+    assert summary["simulator_vs_mix_client"] == pytest.approx(95 / 130, abs=1e-3)
     # the broker's load is the one of the round each best figure came from
     assert summary["broker_load"]["raw_client_1_processes"] == {
         "broker_cores": 1.0,
