@@ -40,6 +40,7 @@ from simulator.fastmqtt import FastPublisher
 from simulator.faults import FaultMaker
 from simulator.fleet import Fleet
 from simulator.messages import (
+    BatchClock,
     EventSource,
     Outgoing,
     Send,
@@ -173,15 +174,20 @@ def _publish_loop(
 ) -> None:
     """The paced publishing loop of one worker.
 
-    Between two network services it sends the messages already due (at most ``every``) in one
-    tight batch; each still gets its own wall-clock timestamp.
+    Between two network services it sends the messages already due (at most ``every``, and at
+    most one per source) in one tight batch, all stamped with the batch's start
+    (:class:`~simulator.messages.BatchClock`: one time formatted per clock zone, not per message).
     """
     if not sources:
         deadline = time.monotonic() + (config.duration or float("inf"))
         while not stop.is_set() and time.monotonic() < deadline:
             publisher.service(0.2)
         return
-    send, emits, count = _sender(publisher), [source.emit for source in sources], len(sources)
+    clock = BatchClock()
+    for source in sources:
+        source.bind(clock)
+    send, count = _sender(publisher), len(sources)
+    emits = [source.emit_stamped for source in sources]
     sensors = [s for s in sources if isinstance(s, SensorSource)] or [
         s for s in build_sources(fleet) if isinstance(s, SensorSource)
     ]
@@ -211,13 +217,23 @@ def _publish_loop(
                 continue
         if now - due > MAX_LAG_S:
             base = now - k * period
-        batch = max(1, min(next_service - k, int((now - base) / period) + 1 - k))
-        for _ in range(batch):
-            if fault_rate and rng.random() < fault_rate:
-                publisher.publish(faults.make(rng.choice(sensors), wall_time()))
-            else:
-                emits[k % count](send, wall_time())
-            k += 1
+        batch = max(1, min(next_service - k, int((now - base) / period) + 1 - k, count))
+        clock.tick(wall_time())
+        if fault_rate:
+            for _ in range(batch):
+                if rng.random() < fault_rate:
+                    publisher.publish(faults.make(rng.choice(sensors), wall_time()))
+                else:
+                    emits[k % count](send)
+                k += 1
+        else:  # the sources due, as one or two slices of the rotation
+            first = k % count
+            for emit in emits[first : first + batch]:
+                emit(send)
+            if first + batch > count:
+                for emit in emits[: first + batch - count]:
+                    emit(send)
+            k += batch
 
 
 def _sender(publisher: AnyPublisher) -> Send:

@@ -12,6 +12,11 @@ Load mode's hot path skips :class:`Outgoing`: :meth:`SensorSource.emit` and
 a cached prefix, the timestamp and a cached suffix (its frame changes once a second). Every
 message of a source carries its own controller timestamp, strictly increasing (by at least one
 microsecond), because storage deduplicates readings on (sensor, data point, time).
+
+The publishing loop goes one step further (:meth:`SensorSource.emit_stamped`,
+:meth:`EventSource.emit_stamped`): a :class:`BatchClock` stamps a whole batch of messages, at most
+one per source, with one time, formatted once per clock zone (:class:`BatchStamp`) instead of once
+per message. Batch times strictly increase, so each source's timestamps still do.
 """
 
 from __future__ import annotations
@@ -116,20 +121,20 @@ class StampClock:
     it. The text of the current second is kept, so only the microseconds are formatted per call.
     """
 
-    __slots__ = ("_last_us", "_prefix", "_second_us", "zone")
+    __slots__ = ("_prefix", "_second_us", "last_us", "zone")
 
     def __init__(self, zone: str) -> None:
         self.zone = zone
-        self._last_us = -1
+        self.last_us = -1  # the latest time given, in µs (``emit_stamped`` moves it too)
         self._second_us = -1_000_000  # the start of the second ``_prefix`` shows, in µs
         self._prefix = b""
 
     def open(self, t: float) -> bytes:
         """The payload's opening up to the end of the timestamp for epoch ``t``."""
         us = int(t * 1_000_000)
-        if us <= self._last_us:
-            us = self._last_us + 1
-        self._last_us = us
+        if us <= self.last_us:
+            us = self.last_us + 1
+        self.last_us = us
         micro = us - self._second_us
         if not 0 <= micro < 1_000_000:
             second = us // 1_000_000
@@ -137,6 +142,59 @@ class StampClock:
             self._prefix = _STAMP_OPEN + second_text(second, self.zone).encode() + b"."
             micro = us - self._second_us
         return self._prefix + b"%06d" % micro
+
+
+class BatchStamp:
+    """One batch's timestamp as the clocks of one zone show it: ``open`` is a payload's opening up
+    to the end of the time (what :meth:`StampClock.open` gives), ``t`` and ``us`` the epoch time
+    in seconds and microseconds. Set by its :class:`BatchClock`."""
+
+    __slots__ = ("_prefix", "_second", "open", "t", "us", "zone")
+
+    def __init__(self, zone: str) -> None:
+        self.zone = zone
+        self.t, self.us, self.open = 0.0, -1, b""
+        self._second, self._prefix = -1, b""
+
+    def set(self, us: int) -> None:
+        second = us // 1_000_000
+        if second != self._second:
+            self._second = second
+            self._prefix = _STAMP_OPEN + second_text(second, self.zone).encode() + b"."
+        self.us, self.t = us, us / 1_000_000
+        self.open = self._prefix + b"%06d" % (us - second * 1_000_000)
+
+
+class BatchClock:
+    """The time of each batch of messages, formatted once per clock zone.
+
+    :meth:`tick` starts a batch at epoch ``t``: its microsecond is past the previous batch's (moved
+    one microsecond on if the wall clock did not advance), so a source that sends at most one
+    message per batch (the publishing loop makes batches no longer than its sources) gets strictly
+    increasing timestamps.
+    """
+
+    def __init__(self) -> None:
+        self._us = -1
+        self._stamps: dict[str, BatchStamp] = {}
+
+    def stamp(self, zone: str) -> BatchStamp:
+        """The (shared, updated in place) stamp of ``zone``."""
+        stamp = self._stamps.get(zone)
+        if stamp is None:
+            stamp = self._stamps[zone] = BatchStamp(zone)
+            if self._us >= 0:
+                stamp.set(self._us)
+        return stamp
+
+    def tick(self, t: float) -> None:
+        """A new batch at epoch ``t``."""
+        us = int(t * 1_000_000)
+        if us <= self._us:
+            us = self._us + 1
+        self._us = us
+        for stamp in self._stamps.values():
+            stamp.set(us)
 
 
 class SensorSource:
@@ -162,6 +220,7 @@ class SensorSource:
         self._topic_field = topic_field(self.topic)
         self._close = b""  # '","data":"<frame hex>"}': the payload after the timestamp
         self._sampled_at = float("-inf")
+        self._stamp = BatchStamp(controller.timezone)  # replaced by bind()
 
     def hex_frame(self, t: float) -> str:
         """The hex frame of a fresh reading at epoch ``t``."""
@@ -187,6 +246,20 @@ class SensorSource:
             self._sampled_at = t
         send(self._topic_field, self.clock.open(t) + self._close, self._kind)
 
+    def bind(self, clock: BatchClock) -> None:
+        """Take the batch times of :meth:`emit_stamped` from ``clock``."""
+        self._stamp = clock.stamp(self.clock.zone)
+
+    def emit_stamped(self, send: Send) -> None:
+        """:meth:`emit` at the current batch time of the bound :class:`BatchClock` (at most once
+        per batch); the source's own clock moves with it."""
+        stamp = self._stamp
+        if stamp.t - self._sampled_at >= SAMPLE_EVERY_S:
+            self._close = b'","data":"' + self.hex_frame(stamp.t).encode() + b'"}'
+            self._sampled_at = stamp.t
+        self.clock.last_us = stamp.us
+        send(self._topic_field, stamp.open + self._close, self._kind)
+
 
 class EventSource:
     """One access-control or alarm connector: its event stream as ``stat``/``tele`` messages.
@@ -207,6 +280,7 @@ class EventSource:
         self._refill = self.stream.refill
         self._states = self.stream.states
         self._route_fields = [topic_field(self._topic(*route)) for route in ROUTES]
+        self._stamp = BatchStamp(controller.timezone)  # replaced by bind()
 
     def _topic(self, type_: str, component: str) -> str:
         """The topic of ``type_`` messages from ``component`` (cached)."""
@@ -255,6 +329,24 @@ class EventSource:
         if effect is not None:
             self._states[effect[0]][effect[1]] = effect[2]
         send(self._route_fields[step.route], self.clock.open(t) + step.tail, _KIND_OF[step.events])
+
+    def bind(self, clock: BatchClock) -> None:
+        """Take the batch times of :meth:`emit_stamped` from ``clock``."""
+        self._stamp = clock.stamp(self.clock.zone)
+
+    def emit_stamped(self, send: Send) -> None:
+        """:meth:`emit` at the current batch time of the bound :class:`BatchClock` (at most once
+        per batch); the source's own clock moves with it."""
+        queue = self._queue
+        if not queue:
+            self._refill()
+        step = queue.popleft()
+        effect = step.effect
+        if effect is not None:
+            self._states[effect[0]][effect[1]] = effect[2]
+        stamp = self._stamp
+        self.clock.last_us = stamp.us
+        send(self._route_fields[step.route], stamp.open + step.tail, _KIND_OF[step.events])
 
 
 Source = SensorSource | EventSource

@@ -1,6 +1,8 @@
 """Load mode's fast path (``emit``: cached payload parts, no Outgoing) builds exactly what the
 slow path (a dict through msgspec) builds, and every source's timestamps strictly increase."""
 
+import queue
+import threading
 import time
 
 import msgspec
@@ -8,8 +10,10 @@ import msgspec
 from schemas.records import Event, Reading
 from simulator.events import EventMessage
 from simulator.fleet import generate_fleet, seed_fleet
+from simulator.load import RunConfig, _publish_loop
 from simulator.messages import (
     KINDS,
+    BatchClock,
     EventSource,
     Outgoing,
     SensorSource,
@@ -112,3 +116,84 @@ def test_kinds_count_like_outgoing_messages():
     by_kinds.add_kinds(counts)
     assert by_kinds == by_messages
     assert all(topic[2:].decode().startswith(("tele/", "stat/")) for topic, _, _ in sent)
+
+
+def _stamped(source, clock: BatchClock) -> Outgoing:
+    """The message ``source.emit_stamped`` hands to a sender at the clock's current batch."""
+    sent: list[Outgoing] = []
+    source.emit_stamped(outgoing_sender(sent.append))
+    [message] = sent
+    return message
+
+
+def test_stamped_emits_are_emit_at_the_batch_time_formatted_once_per_zone():
+    fleet = generate_fleet(20, seed=7)
+    stamped, reference = build_sources(fleet, 0.3), build_sources(fleet, 0.3)
+    clock = BatchClock()
+    for source in stamped:
+        source.bind(clock)
+    start = time.time() - 3 * 86400
+    for step in range(12):
+        clock.tick(start + step * 0.7 + 0.123456)
+        for source, twin in zip(stamped, reference, strict=True):
+            stamp = clock.stamp(source.clock.zone)
+            message, expected = _stamped(source, clock), _emitted(twin, stamp.t)
+            body, expected_body = (msgspec.json.decode(m.payload) for m in (message, expected))
+            assert body.pop("timestamp") == _expected(stamp.us, source.clock.zone)
+            expected_body.pop("timestamp")  # stamp.t back to µs may round one below
+            assert (message.topic, body) == (expected.topic, expected_body)
+            assert (message.readings, message.events) == (expected.readings, expected.events)
+            assert source.clock.last_us == stamp.us
+
+
+def test_batch_times_strictly_increase_per_source_when_the_wall_clock_stands_still():
+    sources = build_sources(seed_fleet())
+    clock = BatchClock()
+    for source in sources:
+        source.bind(clock)
+    t = time.time()
+    stamps: dict[bytes, list[str]] = {}
+    sent: list[tuple[bytes, bytes, int]] = []
+
+    def keep(topic: bytes, payload: bytes, kind: int) -> None:
+        sent.append((topic, payload, kind))
+
+    for wall in (t, t, t, t - 5.0, t + 1e-7, t + 0.9999999):
+        clock.tick(wall)
+        for source in sources:
+            source.emit_stamped(keep)
+    for topic, payload, _kind in sent:
+        stamps.setdefault(topic, []).append(_stamp(payload))
+    for series in stamps.values():
+        assert series == sorted(set(series)), series
+    # a message of the slow path (a command's answer) still comes after the batches
+    source = sources[0]
+    assert _stamp(_emitted(source, t - 60).payload) > stamps[source._topic_field][-1]
+
+
+def test_the_publishing_loop_sends_at_most_one_message_per_source_and_batch():
+    fleet = seed_fleet()
+    sources = build_sources(fleet)
+    sent: list[Outgoing] = []
+
+    class Collecting:
+        """A publisher that keeps what it is given (the loop's logic, not MQTT, is tested)."""
+
+        def publish(self, message: Outgoing) -> None:
+            sent.append(message)
+
+        def service(self, timeout_s: float = 0.0) -> None:
+            time.sleep(timeout_s)
+
+        def take_commands(self) -> list:
+            return []
+
+    config = RunConfig(rate=1_000_000, duration=0.3)
+    stop, out = threading.Event(), queue.Queue()
+    _publish_loop(config, fleet, sources, {}, Collecting(), 0, stop, out)  # type: ignore[arg-type]
+    assert len(sent) > 3 * len(sources)  # far more messages than sources: many batches
+    by_topic: dict[str, list[str]] = {}
+    for message in sent:
+        by_topic.setdefault(message.topic, []).append(_stamp(message.payload))
+    for stamps in by_topic.values():
+        assert stamps == sorted(set(stamps)), stamps[:10]
