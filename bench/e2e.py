@@ -86,6 +86,7 @@ FULL_RATES = (2000, 3500, 5000, 7500, 10000, 15000, 20000, 30000)
 QUICK_RATES = (2000, 5000)
 STALL_S = 30.0
 WARMUP_RATE, WARMUP_S = 500, 3
+RECOVER_WAIT_S = 60.0
 
 
 class FlowGroup:
@@ -144,14 +145,13 @@ class FlowGroup:
         self.children = []
 
 
-def stored_rows(settings: Settings, since: datetime) -> int:
-    """Readings + events with a device time from ``since`` on."""
+def stored_rows(settings: Settings, since: datetime, until: datetime | None = None) -> int:
+    """Readings + events with a device time from ``since`` on (and before ``until``)."""
+    query = sql.SQL("SELECT count(*) FROM {} WHERE time >= %s AND time < %s")
+    end = until or datetime.max.replace(tzinfo=UTC)
     with psycopg.connect(settings.timeseries_dsn) as conn:
         return sum(
-            conn.execute(
-                sql.SQL("SELECT count(*) FROM {} WHERE time >= %s").format(sql.Identifier(table)),
-                (since,),
-            ).fetchone()[0]
+            conn.execute(query.format(sql.Identifier(table)), (since, end)).fetchone()[0]
             for table in ("readings", "device_events")
         )
 
@@ -221,6 +221,29 @@ class Pipeline:
         decode = metric_sum(scrape(self.decode.ports), "f2_decode_messages_total")
         return ingest, decode
 
+    def recount(self, step: dict[str, Any]) -> None:
+        """For a step that ended with rows missing (flows stopped, broker still up): restart
+        decode on the same broker, which resumes from its recovery snapshot and replays what was
+        not committed, and count the step's rows again. ``missing_after_restart`` is what still
+        never arrived, i.e. was lost; the rest was late (a stalled flow)."""
+        since, until, before = step["rows_window"]
+        window = (datetime.fromisoformat(since), datetime.fromisoformat(until))
+        expected = step["expected_rows"]
+        stored = 0
+
+        def arrived() -> bool:
+            nonlocal stored
+            stored = stored_rows(self.settings, *window) - before
+            return stored >= expected
+
+        if not arrived():
+            self.decode.start()
+            try:
+                wait_until(arrived, RECOVER_WAIT_S, 0.5)
+            finally:
+                self.decode.stop()
+        step["missing_after_restart"] = max(0, expected - stored)
+
     def step(self, rate: float, duration: float, register: bool = False) -> dict[str, Any]:
         """One offered rate for ``duration`` seconds, reconciled and measured."""
         since = datetime.now(UTC) - timedelta(seconds=2)
@@ -260,6 +283,7 @@ class Pipeline:
             stored = stored_rows(self.settings, since) - before_rows
             return stored >= expected
 
+        until = datetime.now(UTC) + timedelta(seconds=1)  # after the last device time sent
         drain_timeout = max(30.0, duration)
         done = wait_until(drained, drain_timeout, 0.2)
         drain_s = time.monotonic() - published_at
@@ -298,6 +322,7 @@ class Pipeline:
             "p99_ms": _ms(quantile(latency, 0.99)),
             "share_within_1s": _round(share_at_or_below(latency, 1.0), 4),
             "window_s": round(window_s, 2),
+            "rows_window": [since.isoformat(), until.isoformat(), before_rows],
             "cpu_s": cpu,
             "cpu_cores": {role: round(s / window_s, 3) for role, s in cpu.items()},
         }
@@ -332,10 +357,16 @@ def ramp(
     steps: list[dict[str, Any]] = []
     started = False
 
+    def stop() -> None:
+        pipeline.stop()
+        for step in steps:
+            if step["missing_rows"] and "missing_after_restart" not in step:
+                pipeline.recount(step)
+
     def run_step(rate: float) -> None:
         nonlocal started
         if started and fresh_broker:
-            pipeline.stop()
+            stop()
         if not started or fresh_broker:
             pipeline.start()
             pipeline.step(WARMUP_RATE, WARMUP_S, register=not started)  # connections, caches
@@ -356,7 +387,7 @@ def ramp(
         if refine and good and bad and min(bad) > max(good):
             run_step(round((max(good) + min(bad)) / 2, -2))
     finally:
-        pipeline.stop()
+        stop()
     sustained = [s for s in steps if s["sustained"]]
     best = max(sustained, key=lambda s: s["offered_msgs_per_s"], default=None)
     return {

@@ -144,6 +144,20 @@ def test_targets_are_marked_met_and_not_met():
     assert marked["e2e_zero_loss"]["value"] == 3
 
 
+def test_rows_that_arrive_after_decode_restarts_are_late_not_lost():
+    late = parts()
+    stalled = step(3500, False, 4000.0, missing=15)
+    late["e2e"]["ramps"][0]["steps"].append({**stalled, "missing_after_restart": 0})
+    results = build_results(late, META)
+    assert results["targets"]["e2e_zero_loss"]["met"]
+    assert results["e2e"]["late_rows_total"] == 15
+    assert "15 (0 after decode restarted)" in render_markdown(results, [])
+    late["e2e"]["ramps"][0]["steps"][-1]["missing_after_restart"] = 2
+    results = build_results(late, META)
+    assert results["targets"]["e2e_zero_loss"]["value"] == 2
+    assert results["e2e"]["late_rows_total"] == 13
+
+
 def test_a_failed_benchmark_keeps_the_shape_and_is_listed():
     broken = parts()
     broken["ingest"] = {"error": "RuntimeError: no broker"}
@@ -242,9 +256,13 @@ class FakePipeline:
         return {
             "offered_msgs_per_s": rate,
             "sustained": rate < self.limit,
-            **{k: 0 for k in ("config", "achieved_msgs_per_s", "missing_rows", "drain_s")},
-            **{k: 0 for k in ("p50_ms", "p99_ms")},
+            "missing_rows": 0 if rate < self.limit or rate == e2e.WARMUP_RATE else 7,
+            **{k: 0 for k in ("config", "achieved_msgs_per_s", "drain_s", "p50_ms", "p99_ms")},
         }
+
+    def recount(self, step: dict) -> None:
+        self.calls.append(("recount", step["offered_msgs_per_s"]))
+        step["missing_after_restart"] = 0
 
 
 def test_ramp_runs_every_step_on_a_fresh_broker_and_registers_once():
@@ -255,9 +273,10 @@ def test_ramp_runs_every_step_on_a_fresh_broker_and_registers_once():
         "start", ("step", e2e.WARMUP_RATE, True), ("step", 2000, False),
         "stop", "start", warm, ("step", 3000, False),
         "stop", "start", warm, ("step", 5000, False),
-        "stop", "start", warm, ("step", 5000, False),  # a failed step is tried once more
-        "stop", "start", warm, ("step", 4000, False),  # then one halfway back
-        "stop",
+        "stop", ("recount", 5000),  # rows missing: decode restarted, rows counted again
+        "start", warm, ("step", 5000, False),  # a failed step is tried once more
+        "stop", ("recount", 5000), "start", warm, ("step", 4000, False),  # one halfway back
+        "stop", ("recount", 4000),
     ]  # fmt: skip
     assert result["max_sustained_msgs_per_s"] == 3000
 
@@ -267,5 +286,5 @@ def test_ramp_can_keep_one_broker():
     e2e.ramp(pipeline, (2000, 3000), 15.0, refine=False, fresh_broker=False)  # type: ignore[arg-type]
     assert pipeline.calls == [
         "start", ("step", e2e.WARMUP_RATE, True), ("step", 2000, False),
-        ("step", 3000, False), ("step", 3000, False), "stop",
+        ("step", 3000, False), ("step", 3000, False), "stop", ("recount", 3000), ("recount", 3000),
     ]  # fmt: skip
