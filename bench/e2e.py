@@ -147,11 +147,15 @@ class FlowGroup:
 
 def stored_rows(settings: Settings, since: datetime, until: datetime | None = None) -> int:
     """Readings + events with a device time from ``since`` on (and before ``until``)."""
-    query = sql.SQL("SELECT count(*) FROM {} WHERE time >= %s AND time < %s")
     end = until or datetime.max.replace(tzinfo=UTC)
     with psycopg.connect(settings.timeseries_dsn) as conn:
         return sum(
-            conn.execute(query.format(sql.Identifier(table)), (since, end)).fetchone()[0]
+            conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE time >= %s AND time < %s").format(
+                    sql.Identifier(table)
+                ),
+                (since, end),
+            ).fetchone()[0]
             for table in ("readings", "device_events")
         )
 
