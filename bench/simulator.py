@@ -68,6 +68,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "simulator.json"
 PORT_OFFSET = "700"
 TARGET = 0.9
 MAX_SECONDS = 15.0
+MIX_MESSAGES = 60_000
+FLEET_CONTROLLERS, FLEET_SEED = 100, 4242  # the simulator's fleet in every run here
 TOPIC = "tele/f2-0e0000000001/sensor-mode/J1/sensor-1"
 PAYLOAD = b'{"timestamp":"2026-11-26 20:00:00.000000","data":"01030609C41388019055 6F"}'
 PUBACK = re.compile(rb"received PUBACK \(Mid: \d+, RC:(\d+)\)")
@@ -150,16 +152,13 @@ def _raw_client(settings: Settings, seconds: float, out: Any) -> None:
     out.put((publisher.tally.published, elapsed))
 
 
-MIX_MESSAGES = 60_000
-
-
 def _mix_client(settings: Settings, seconds: float, out: Any) -> None:
     """The raw socket client replaying the simulator's own traffic (the fleet of
     :func:`simulator_rate`, every source in turn, built before the clock starts) as fast as it
     can: Mosquitto's ceiling for these topics and payloads, without the simulator's per-message
     work. Puts (acked, elapsed)."""
     messages: list[tuple[bytes, bytes, int]] = []
-    sources = build_sources(generate_fleet(100, 4242))
+    sources = build_sources(generate_fleet(FLEET_CONTROLLERS, FLEET_SEED))
     now = time.time()
     for k in range(MIX_MESSAGES):
         sources[k % len(sources)].emit(
@@ -236,7 +235,8 @@ def simulator_rate(env: dict[str, str], processes: int, seconds: float, workdir:
         sys.executable,
         "-m",
         "simulator",
-        *("--controllers", "100", "--seed", "4242", "--rate", "1000000", "--qos", "1"),
+        *("--controllers", str(FLEET_CONTROLLERS), "--seed", str(FLEET_SEED)),
+        *("--rate", "1000000", "--qos", "1"),
         *("--duration", str(seconds), "--processes", str(processes), "--report", str(report)),
     ]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)

@@ -5,7 +5,7 @@ Every :class:`Outgoing` carries what the pipeline must make of it: the number of
 points of a good sensor frame), of events (fields besides ``timestamp`` of a good event message),
 or the reason of a message-level fault. The report adds these up for acknowledged messages only.
 
-Load mode's hot path skips :class:`Outgoing`: :meth:`SensorSource.emit` and
+The fast path skips :class:`Outgoing`: :meth:`SensorSource.emit` and
 :meth:`EventSource.emit` hand the encoded topic, the payload bytes and the message's kind
 (:func:`kind_index`) straight to a sender such as
 :meth:`simulator.fastmqtt.FastPublisher.send`. Both paths build the same bytes: a sensor payload is
@@ -239,12 +239,8 @@ class SensorSource:
         return Outgoing(self.topic, self.payload(t), readings=self._readings)
 
     def emit(self, send: Send, t: float) -> None:
-        """Hand the message :meth:`next` would build to ``send`` without an :class:`Outgoing`
-        (:meth:`payload` inlined: this is the hot path of load mode)."""
-        if t - self._sampled_at >= SAMPLE_EVERY_S:
-            self._close = b'","data":"' + self.hex_frame(t).encode() + b'"}'
-            self._sampled_at = t
-        send(self._topic_field, self.clock.open(t) + self._close, self._kind)
+        """Hand the message :meth:`next` would build to ``send`` without an :class:`Outgoing`."""
+        send(self._topic_field, self.payload(t), self._kind)
 
     def bind(self, clock: BatchClock) -> None:
         """Take the batch times of :meth:`emit_stamped` from ``clock``."""
@@ -252,7 +248,8 @@ class SensorSource:
 
     def emit_stamped(self, send: Send) -> None:
         """:meth:`emit` at the current batch time of the bound :class:`BatchClock` (at most once
-        per batch); the source's own clock moves with it."""
+        per batch); the source's own clock moves with it. The publishing loop's hot path, so the
+        sampling of :meth:`payload` is inlined."""
         stamp = self._stamp
         if stamp.t - self._sampled_at >= SAMPLE_EVERY_S:
             self._close = b'","data":"' + self.hex_frame(stamp.t).encode() + b'"}'
@@ -319,15 +316,8 @@ class EventSource:
 
     def emit(self, send: Send, t: float) -> None:
         """Hand the message :meth:`next` would build to ``send`` without an :class:`Outgoing`,
-        from the step's pre-encoded parts (load mode's hot path: ``EventStream.next_step``
-        inlined)."""
-        queue = self._queue
-        if not queue:
-            self._refill()
-        step = queue.popleft()
-        effect = step.effect
-        if effect is not None:
-            self._states[effect[0]][effect[1]] = effect[2]
+        from the step's pre-encoded parts."""
+        step = self.stream.next_step()
         send(self._route_fields[step.route], self.clock.open(t) + step.tail, _KIND_OF[step.events])
 
     def bind(self, clock: BatchClock) -> None:
@@ -336,7 +326,8 @@ class EventSource:
 
     def emit_stamped(self, send: Send) -> None:
         """:meth:`emit` at the current batch time of the bound :class:`BatchClock` (at most once
-        per batch); the source's own clock moves with it."""
+        per batch); the source's own clock moves with it. The publishing loop's hot path, so
+        ``EventStream.next_step`` is inlined."""
         queue = self._queue
         if not queue:
             self._refill()
