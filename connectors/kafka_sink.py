@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections import Counter as Tally
 from collections.abc import Mapping
@@ -47,6 +46,8 @@ from bytewax.outputs import (
 )
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter, Gauge
+
+from connectors.per_thread import PerThread
 
 log = logging.getLogger("f2.kafka_sink")
 
@@ -380,13 +381,11 @@ class CheckedKafkaPartitionedSink(FixedPartitionedSink[KafkaRecord | list[KafkaR
     def __init__(self, config: dict, parts: int | None = None) -> None:
         self._config = producer_config(config)
         self._parts = parts or int(os.environ.get("F2_DECODE_RECOVERY_PARTS", "4"))
-        self._local = threading.local()
+        self._deliveries: PerThread[_Delivery] = PerThread()
 
     def list_parts(self) -> list[str]:
         return [f"kafka-{n}" for n in range(self._parts)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _CheckedKafkaPart:
-        delivery = getattr(self._local, "delivery", None)
-        if delivery is None:
-            delivery = self._local.delivery = _Delivery(self._config, for_part)
+        delivery = self._deliveries.get(None, lambda: _Delivery(self._config, for_part))
         return _CheckedKafkaPart(delivery)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
@@ -36,6 +35,7 @@ import psycopg
 import redis
 from prometheus_client import Counter
 
+from connectors.per_thread import PerThread
 from connectors.registry_pg import load_controller
 from schemas.records import ControllerEntry
 
@@ -232,12 +232,13 @@ def _read_entry(conn: psycopg.Connection, mac: str) -> ControllerEntry | None:
     return msgspec.structs.replace(entry, version=_read_version(conn))
 
 
-_local = threading.local()
+_stores: PerThread[RegistryStore] = PerThread()
 
 
 def thread_store(params_dsn: str, redis_url: str, settings: RegistrySettings) -> RegistryStore:
-    """This thread's store (each Bytewax worker thread gets its own cache and connections)."""
-    store = getattr(_local, "store", None)
-    if store is None:
-        store = _local.store = RegistryStore(params_dsn, redis_url, settings)
-    return store
+    """This worker thread's store: its own cache and connections, built on first use and kept
+    for the thread's life (:mod:`connectors.per_thread`; the decode step asks for it per batch)."""
+    return _stores.get(
+        (params_dsn, redis_url, settings),
+        lambda: RegistryStore(params_dsn, redis_url, settings),
+    )

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -51,6 +50,7 @@ from bytewax.operators import StatefulLogic
 from prometheus_client import Counter, Histogram
 from psycopg import sql
 
+from connectors.per_thread import PerThread
 from connectors.store_rows import (
     EVENT_COLUMNS,
     EVENT_TYPES,
@@ -433,19 +433,25 @@ def _rejected(readings: list[ReadingRow], events: list[EventRow], exc: Exception
     return Rejected(raw=row[-2], label=row[-1], table=table, detail=detail)
 
 
-_local = threading.local()
+_submitters: PerThread[Callable[[RowBatch], Future[list[Rejected]]]] = PerThread()
 
 
 def thread_submitter(
     dsn: str, settings: StoreSettings
 ) -> Callable[[RowBatch], Future[list[Rejected]]]:
-    """This worker thread's ``submit``: writes run on one writer thread with its own connection."""
-    submit = getattr(_local, "submit", None)
-    if submit is None:
+    """This worker thread's ``submit``: writes run on one writer thread with its own connection.
+
+    Built once per worker thread (:mod:`connectors.per_thread`), not once per batcher: a shard's
+    batcher is rebuilt whenever it went idle, and a writer per rebuild meant a new connection, a
+    new thread and the hourly maintenance (partitions, event retention) on every rebuild.
+    """
+
+    def build() -> Callable[[RowBatch], Future[list[Rejected]]]:
         writer = TimeseriesWriter(dsn, settings)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="f2-store")
-        submit = _local.submit = partial(pool.submit, writer.write)
-    return submit
+        return partial(pool.submit, writer.write)
+
+    return _submitters.get((dsn, settings), build)
 
 
 def utc_now() -> datetime:
