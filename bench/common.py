@@ -19,13 +19,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 BENCH_STACK = {"F2_STACK_DIR": "/tmp/bench-stack", "F2_STACK_PORT_OFFSET": "1000"}
+KEEP_EVENTS = {"F2_EVENT_RETENTION_DAYS": "0"}
+"""For every flow a benchmark starts: the stage benchmarks write rows dated 2001-2003, away from
+any live data, and count them; event retention (365 days by default) would delete those events
+whenever a writer connects."""
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 
 def use_isolated_stack(stack_dir: str, port_offset: str) -> dict[str, str]:
-    """Point this process (and every child it starts) at the isolated stack; its variables."""
-    env = {"F2_STACK_DIR": stack_dir, "F2_STACK_PORT_OFFSET": port_offset}
+    """Point this process (and every child it starts) at the isolated stack, with event retention
+    off (:data:`KEEP_EVENTS`); its variables."""
+    env = {"F2_STACK_DIR": stack_dir, "F2_STACK_PORT_OFFSET": port_offset, **KEEP_EVENTS}
     os.environ.update(env)
     return env
 

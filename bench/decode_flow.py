@@ -49,6 +49,7 @@ from bytewax.testing import TestingSource, run_main
 from confluent_kafka import Producer
 from psycopg import sql
 
+from bench.common import KEEP_EVENTS
 from connectors.recovery_dir import prepare_recovery
 from connectors.registry_pg import load_controller
 from connectors.store_rows import RowBatch, event_row, reading_row
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     naive = run_naive(settings, messages[: args.naive_messages])
     window.delete()
     fill_topic(settings, topics["F2_TOPIC_RAW"], messages)
-    env = {**os.environ, **topics, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **topics, **KEEP_EVENTS, "PYTHONPATH": str(ROOT)}
     flows: dict[str, dict] = {}
     variants = [("flow", 1, False), ("flow_dynamic_kafka_sink", 1, True)]
     if args.processes > 1:

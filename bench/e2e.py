@@ -465,8 +465,8 @@ def decode_scaling(settings: Settings, root: Path, workdir: Path, messages: int)
         first: tuple[float, int] | None = None
         seen, progressed = 0, started
         try:
-            # A run that stores nothing new for STALL_S is a stall (Bytewax 0.21's multi-worker
-            # partitioned input can stop): recorded as a finding, not waited out or raised.
+            # A run that stores nothing new for STALL_S is recorded as stalled, with the rows it
+            # stored: a finding, not waited out or raised.
             while time.monotonic() - progressed < STALL_S and time.monotonic() - started < 300:
                 count = window.count()
                 now = time.monotonic()
