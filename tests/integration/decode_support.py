@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
+import psycopg
 import pytest
+from confluent_kafka import Producer
 
 from connectors.recovery_dir import prepare_recovery
+from ops.procs import wait_until
 from schemas.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,3 +96,67 @@ def flow_env(metrics_port: int) -> dict[str, str]:
         "F2_REGISTRY_REDIS_BACKOFF_S": "1",
         "PYTHONPATH": str(ROOT),
     }
+
+
+class Traffic:
+    """Raw-topic messages for the seed fleet at unique times; what storage must then hold."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.base = datetime.now(UTC).replace(microsecond=0) - timedelta(
+            days=1, seconds=random.randrange(10**6)
+        )
+        self.sent = 0
+        self.readings = self.events = self.bad_crc = 0
+        self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 10})
+
+    def time_of(self, number: int) -> datetime:
+        return self.base + timedelta(milliseconds=number)
+
+    def send(self, count: int) -> None:
+        for number in range(self.sent, self.sent + count):
+            mac = MACS[number % 3]
+            stamp = self.time_of(number).strftime("%Y-%m-%d %H:%M:%S.%f")
+            if number % 10 == 9:
+                topic = f"stat/f2-{mac}/access-control-mode/J3/strike-1"
+                body = {"timestamp": stamp, "status": True, "voltage": "12.1 V"}
+                self.events += 2
+            else:
+                topic = f"tele/f2-{mac}/sensor-mode/J1/sensor-1"
+                bad = number % 50 == 7
+                body = {"timestamp": stamp, "data": BAD_CRC_FRAME if bad else GOOD_FRAME}
+                self.bad_crc += bad
+                self.readings += 0 if bad else 3
+            self.produce(topic, msgspec.json.encode(body), mac)
+        self.sent += count
+        assert self.producer.flush(30) == 0
+
+    def produce(self, topic: str, payload: bytes, mac: str) -> None:
+        headers = [
+            ("mqtt_topic", topic.encode()),
+            ("received_at", str(int(time.time() * 1000)).encode()),
+        ]
+        while True:
+            try:
+                self.producer.produce(
+                    self.settings.raw_topic, payload, mac.encode(), headers=headers
+                )
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def stored(self) -> tuple[int, int]:
+        """(readings, events) in storage in this traffic's time window."""
+        window = (self.base, self.time_of(self.sent))
+        with psycopg.connect(self.settings.timeseries_dsn) as conn:
+            r = conn.execute(
+                "SELECT count(*) FROM readings WHERE time >= %s AND time <= %s", window
+            ).fetchone()[0]
+            e = conn.execute(
+                "SELECT count(*) FROM device_events WHERE time >= %s AND time <= %s", window
+            ).fetchone()[0]
+        return r, e
+
+    def wait_stored(self, timeout_s: float = 60) -> tuple[int, int]:
+        wait_until(lambda: self.stored() == (self.readings, self.events), timeout_s, 0.5)
+        return self.stored()
