@@ -85,6 +85,16 @@ CLUSTER_PORTS = {"ingest": (2331, 2332), "decode": (2341, 2342)}
 FULL_RATES = (2000, 3500, 5000, 7500, 10000, 15000, 20000, 30000)
 QUICK_RATES = (2000, 5000)
 STALL_S = 30.0
+HOPS = {
+    "ingest_received": ("ingest", "f2_ingest_received_total", ""),
+    "ingest_acked": ("ingest", "f2_ingest_acked_total", ""),
+    "ingest_to_kafka": ("ingest", "f2_kafka_sink_delivered_total", ""),
+    "decode_consumed": ("decode", "f2_decode_messages_total", ""),
+    "decode_dead_lettered": ("decode", "f2_decode_errors_total", ""),
+    "rows_inserted": ("decode", "f2_store_rows_total", 'outcome="inserted"'),
+}
+"""Counters that locate the rows of a step that has some missing (``hops``): each one's increase
+over the step, as (flow, metric, label text)."""
 WARMUP_RATE, WARMUP_S = 500, 3
 RECOVER_WAIT_S = 60.0
 
@@ -219,6 +229,21 @@ class Pipeline:
         self.decode.stop()
         forget_sessions(load_source_settings(self.settings))
 
+    def scrapes(self) -> dict[str, dict[str, float]]:
+        return {"ingest": scrape(self.ingest.ports), "decode": scrape(self.decode.ports)}
+
+    def hops(self, before: dict[str, dict[str, float]], published: int) -> dict[str, float]:
+        """Where a step's messages got to (increase of each :data:`HOPS` counter since
+        ``before``), taken while the flows still run: the first hop short of ``published`` is
+        where rows went missing (``ingest_unacked``: held by ingest, not yet in Kafka)."""
+        after = self.scrapes()
+        hops: dict[str, float] = {"published": published}
+        for name, (flow, metric, labels) in HOPS.items():
+            grown = metric_sum(after[flow], metric, labels)
+            hops[name] = round(grown - metric_sum(before[flow], metric, labels))
+        hops["ingest_unacked"] = round(metric_sum(after["ingest"], "f2_ingest_unacked"))
+        return hops
+
     def counters(self) -> tuple[float, float]:
         """(messages ingest emitted into Kafka, messages decode consumed) so far."""
         ingest = metric_sum(scrape(self.ingest.ports), "f2_ingest_received_total")
@@ -253,6 +278,7 @@ class Pipeline:
         since = datetime.now(UTC) - timedelta(seconds=2)
         before_rows = stored_rows(self.settings, since)
         before_ingest, before_decode = self.counters()
+        before_hops = self.scrapes()
         before_latency = histogram_buckets(scrape(self.decode.ports), LATENCY, 'since="device"')
         roles = {**service_pids(self.root), "ingest": self.ingest.pids}
         roles["decode"] = self.decode.pids
@@ -302,6 +328,7 @@ class Pipeline:
         )
         achieved = _achieved_rate(sim_out, summary["published"], duration)
         missing = max(0, expected - stored)
+        hops = self.hops(before_hops, summary["published"]) if missing else None
         sustained = done and missing == 0 and achieved >= ACHIEVED_MIN * rate
         sustained = sustained and drain_s <= DRAIN_LIMIT_S
         return {
@@ -327,6 +354,7 @@ class Pipeline:
             "share_within_1s": _round(share_at_or_below(latency, 1.0), 4),
             "window_s": round(window_s, 2),
             "rows_window": [since.isoformat(), until.isoformat(), before_rows],
+            **({"hops": hops} if hops else {}),
             "cpu_s": cpu,
             "cpu_cores": {role: round(s / window_s, 3) for role, s in cpu.items()},
         }
@@ -405,8 +433,8 @@ def ramp(
 
 def _brief(step: dict[str, Any]) -> dict[str, Any]:
     keys = ("config", "offered_msgs_per_s", "achieved_msgs_per_s", "sustained", "missing_rows")
-    keys += ("drain_s", "p50_ms", "p99_ms")
-    return {key: step[key] for key in keys}
+    keys += ("drain_s", "p50_ms", "p99_ms", "hops")
+    return {key: step[key] for key in keys if key in step}
 
 
 # Decode flow scaling against a bare Kafka consumer ------------------------------------------
