@@ -89,6 +89,8 @@ HOPS = {
     "ingest_received": ("ingest", "f2_ingest_received_total", ""),
     "ingest_acked": ("ingest", "f2_ingest_acked_total", ""),
     "ingest_to_kafka": ("ingest", "f2_kafka_sink_delivered_total", ""),
+    "decode_read": ("decode", "bytewax_item_out_count_total", 'step_id="f2_decode.raw"'),
+    "decode_offset_gaps": ("decode", "f2_kafka_source_offset_gaps_total", ""),
     "decode_consumed": ("decode", "f2_decode_messages_total", ""),
     "decode_dead_lettered": ("decode", "f2_decode_errors_total", ""),
     "rows_inserted": ("decode", "f2_store_rows_total", 'outcome="inserted"'),

@@ -31,6 +31,11 @@ from schemas.records import RawMessage
 log = logging.getLogger("f2.decode")
 
 SOURCE_ERRORS = Counter("f2_kafka_source_errors", "Kafka consumer errors (retried)", ["reason"])
+OFFSET_GAPS = Counter(
+    "f2_kafka_source_offset_gaps",
+    "Records read whose offset was not the one after the previous record (skipped offsets; normal"
+    " only on compacted or transactional topics)",
+)
 _IDLE = timedelta(milliseconds=10)
 FETCH_WAIT_MAX_MS = 100
 """librdkafka's default is 500 ms. A broker may hold a fetch that long when the partition had no
@@ -94,6 +99,7 @@ class _RawPartition(StatefulSourcePartition[RawMessage, int]):
     def next_batch(self) -> list[RawMessage]:
         out = []
         topic, partition = self._topic, self._partition
+        expected = self._offset
         for msg in self._consumer.consume(self._batch, 0):
             error = msg.error()
             if error is not None:
@@ -104,7 +110,11 @@ class _RawPartition(StatefulSourcePartition[RawMessage, int]):
                         extra={"stage": "decode", "reason": error.name(), "detail": str(error)},
                     )
                 continue
-            out.append(raw_message(msg, topic, partition))
+            record = raw_message(msg, topic, partition)
+            if record.source_offset != expected and expected >= 0:
+                OFFSET_GAPS.inc()
+            expected = record.source_offset + 1
+            out.append(record)
         if out:
             self._offset = out[-1].source_offset + 1
         self._idle = not out
