@@ -116,7 +116,7 @@ class _RawPartition(StatefulSourcePartition[RawMessage, int]):
             expected = record.source_offset + 1
             out.append(record)
         if out:
-            self._offset = out[-1].source_offset + 1
+            self._offset = expected
         self._idle = not out
         self._lag.update(self._consumer, self._offset)
         return out
