@@ -234,16 +234,26 @@ class Pipeline:
     def scrapes(self) -> dict[str, dict[str, float]]:
         return {"ingest": scrape(self.ingest.ports), "decode": scrape(self.decode.ports)}
 
-    def hops(self, before: dict[str, dict[str, float]], published: int) -> dict[str, float]:
+    def hops(self, before: dict[str, dict[str, float]], published: int) -> dict[str, Any]:
         """Where a step's messages got to (increase of each :data:`HOPS` counter since
         ``before``), taken while the flows still run: the first hop short of ``published`` is
         where rows went missing (``ingest_unacked``: held by ingest, not yet in Kafka)."""
         after = self.scrapes()
-        hops: dict[str, float] = {"published": published}
+        hops: dict[str, Any] = {"published": published}
         for name, (flow, metric, labels) in HOPS.items():
             grown = metric_sum(after[flow], metric, labels)
             hops[name] = round(grown - metric_sum(before[flow], metric, labels))
         hops["ingest_unacked"] = round(metric_sum(after["ingest"], "f2_ingest_unacked"))
+        # Since the flows and the broker started (they start together): does the broker hold
+        # every record ingest had acknowledged, and did decode read them all?
+        census = topic_census(self.settings, self.settings.raw_topic)
+        _, read_metric, read_labels = HOPS["decode_read"]
+        hops["since_start"] = {
+            "ingest_to_kafka": round(metric_sum(after["ingest"], "f2_kafka_sink_delivered_total")),
+            "kafka_records": census.records,
+            "kafka_offset_gaps": census.gaps,
+            "decode_read": round(metric_sum(after["decode"], read_metric, read_labels)),
+        }
         return hops
 
     def counters(self) -> tuple[float, float]:
@@ -462,6 +472,47 @@ def bare_consume(settings: Settings, topic: str, count: int) -> dict[str, float]
             seen += len(batch)
     consumer.close()
     return {"messages": seen, "msgs_per_s": round(seen / max(last - first, 1e-3))}
+
+
+class OffsetCensus:
+    """Records read from a topic, and ``gaps``: reads whose offset is not the one after the
+    previous record of the same partition (a broker that lost or reordered stored batches)."""
+
+    def __init__(self) -> None:
+        self.records = self.gaps = 0
+        self._last: dict[int, int] = {}
+
+    def add(self, partition: int, offset: int) -> None:
+        last = self._last.get(partition)
+        if last is not None and offset != last + 1:
+            self.gaps += 1
+        self._last[partition] = offset
+        self.records += 1
+
+
+def topic_census(settings: Settings, topic: str, idle_s: float = 2.0) -> OffsetCensus:
+    """``topic`` read from the start of every partition until nothing more arrives for
+    ``idle_s``: counted by reading, because the local broker's high watermarks can be wrong."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": "f2-bench-census",
+            "enable.auto.commit": False,
+        }
+    )
+    census = OffsetCensus()
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, -2) for p in sorted(partitions)])
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle_s:
+            for msg in consumer.consume(1000, 0.5):
+                if msg.error() is None:
+                    census.add(msg.partition(), msg.offset())
+                    quiet_since = time.monotonic()
+    finally:
+        consumer.close()
+    return census
 
 
 def decode_scaling(settings: Settings, root: Path, workdir: Path, messages: int) -> dict:
