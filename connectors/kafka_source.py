@@ -10,6 +10,16 @@ restart re-reads from the beginning. Consumer errors are counted and logged, nev
 offset only advances past delivered messages, and librdkafka reconnects by itself. An offset that
 no longer exists (a recreated topic) restarts at the earliest available offset.
 
+Skipped offsets are read again before they are passed over (:class:`OffsetOrder`). A fetch may
+return a record past the next expected offset. On Apache Kafka that happens only on compacted or
+transactional topics (the raw topic is neither). A broker can also make a later batch readable
+before an earlier one: Tansu 0.6 does, with two producers on one partition. It assigns a batch's
+offsets, then stores it, and a fetch returns whatever is stored past the requested offset. A
+consumer that moved on would never see the earlier batch. So on a gap the partition is read again
+from the missing offset, until the records appear (``outcome="filled"``) or
+``F2_DECODE_GAP_WAIT_MS`` has passed (``"skipped"``: the gap is real); the records past the gap
+wait meanwhile.
+
 Headers written by the ingest flow (``mqtt_topic``, ``mqtt_qos``, ``mqtt_retain``, ``received_at``)
 become the RawMessage's fields; ``received_at`` falls back to the Kafka record timestamp.
 """
@@ -17,6 +27,9 @@ become the RawMessage's fields; ``received_at`` falls back to the Kafka record t
 from __future__ import annotations
 
 import logging
+import os
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -33,10 +46,18 @@ log = logging.getLogger("f2.decode")
 SOURCE_ERRORS = Counter("f2_kafka_source_errors", "Kafka consumer errors (retried)", ["reason"])
 OFFSET_GAPS = Counter(
     "f2_kafka_source_offset_gaps",
-    "Records read whose offset was not the one after the previous record (skipped offsets; normal"
-    " only on compacted or transactional topics)",
+    "Records read whose offset was not the one after the previous record, by outcome: filled (read"
+    " again, the missing records arrived), skipped (still missing after the wait: normal only on"
+    " compacted or transactional topics), rewound (the offset went back: a reset to the earliest)",
+    ["outcome"],
 )
 _IDLE = timedelta(milliseconds=10)
+GAP_RETRY = timedelta(milliseconds=50)
+GAP_WAIT_S = int(os.environ.get("F2_DECODE_GAP_WAIT_MS", "2000")) / 1000
+"""How long a partition keeps reading a skipped offset again before it passes over it. Tansu
+fills the gap within milliseconds (it had assigned the offsets, and stores the batch next); under
+CPU overload its task may wait longer. A real gap (compaction, transaction markers) costs this
+much latency once per gap; the raw topic has none."""
 FETCH_WAIT_MAX_MS = 100
 """librdkafka's default is 500 ms. A broker may hold a fetch that long when the partition had no
 new data at the time of the request (the local stack's Tansu does: decode latency p50 was 300 ms
@@ -88,44 +109,94 @@ def raw_message(msg: object, topic: str, partition: int) -> RawMessage:
     )
 
 
+class OffsetOrder:
+    """Which records of a partition may be emitted so that none is passed over unseen.
+
+    ``next_offset`` is the offset the partition expects next (negative: from wherever the log
+    starts). :meth:`admit` takes the offsets of a consumed batch and returns how many of them, from
+    the front, follow on without a gap, and whether to read again from ``next_offset``: at a
+    forward gap that has not yet lasted ``wait_s``. Past that, the gap is passed over.
+    """
+
+    def __init__(self, next_offset: int, wait_s: float) -> None:
+        self.next_offset = next_offset
+        self._wait_s = wait_s
+        self._gap_at: int | None = None
+        self._gap_since = 0.0
+
+    def admit(self, offsets: Sequence[int], now: float) -> tuple[int, bool]:
+        expected = self.next_offset
+        for count, offset in enumerate(offsets):
+            if offset == expected:
+                if self._gap_at == offset:
+                    OFFSET_GAPS.labels("filled").inc()
+                    self._gap_at = None
+            elif expected >= 0:
+                if offset < expected:
+                    OFFSET_GAPS.labels("rewound").inc()
+                    self._gap_at = None
+                else:
+                    if self._gap_at != expected:
+                        self._gap_at, self._gap_since = expected, now
+                    if now - self._gap_since < self._wait_s:
+                        self.next_offset = expected
+                        return count, True
+                    OFFSET_GAPS.labels("skipped").inc()
+                    log.warning(
+                        "kafka offsets skipped",
+                        extra={
+                            "stage": "decode",
+                            "reason": "offset_gap",
+                            "records": offset - expected,
+                            "detail": f"{expected}..{offset - 1}",
+                        },
+                    )
+                    self._gap_at = None
+            expected = offset + 1
+        self.next_offset = expected
+        return len(offsets), False
+
+
 class _RawPartition(StatefulSourcePartition[RawMessage, int]):
-    def __init__(self, config: dict, topic: str, partition: int, offset: int, batch: int) -> None:
+    def __init__(
+        self, config: dict, topic: str, partition: int, offset: int, batch: int, gap_wait_s: float
+    ) -> None:
         self._consumer = Consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, offset)])
-        self._topic, self._partition, self._offset, self._batch = topic, partition, offset, batch
-        self._idle = False
+        self._topic, self._partition, self._batch = topic, partition, batch
+        self._order = OffsetOrder(offset, gap_wait_s)
+        self._awake: timedelta | None = None
         self._lag = LagReporter(topic, partition)
 
     def next_batch(self) -> list[RawMessage]:
-        out = []
         topic, partition = self._topic, self._partition
-        expected = self._offset
+        messages = []
         for msg in self._consumer.consume(self._batch, 0):
             error = msg.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    SOURCE_ERRORS.labels(error.name()).inc()
-                    log.warning(
-                        "kafka consumer error",
-                        extra={"stage": "decode", "reason": error.name(), "detail": str(error)},
-                    )
-                continue
-            record = raw_message(msg, topic, partition)
-            if record.source_offset != expected and expected >= 0:
-                OFFSET_GAPS.inc()
-            expected = record.source_offset + 1
-            out.append(record)
-        if out:
-            self._offset = expected
-        self._idle = not out
-        self._lag.update(self._consumer, self._offset)
+            if error is None:
+                messages.append(msg)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                SOURCE_ERRORS.labels(error.name()).inc()
+                log.warning(
+                    "kafka consumer error",
+                    extra={"stage": "decode", "reason": error.name(), "detail": str(error)},
+                )
+        admitted, reread = self._order.admit([m.offset() for m in messages], time.monotonic())
+        out = [raw_message(msg, topic, partition) for msg in messages[:admitted]]
+        if reread:
+            # Drops what was fetched past the gap; the fetch starts again at the missing offset.
+            self._consumer.assign([TopicPartition(topic, partition, self._order.next_offset)])
+            self._awake = GAP_RETRY
+        else:
+            self._awake = None if out else _IDLE
+        self._lag.update(self._consumer, self._order.next_offset)
         return out
 
     def next_awake(self) -> datetime | None:
-        return datetime.now(UTC) + _IDLE if self._idle else None
+        return None if self._awake is None else datetime.now(UTC) + self._awake
 
     def snapshot(self) -> int:
-        return self._offset
+        return self._order.next_offset
 
     def close(self) -> None:
         self._consumer.close()
@@ -135,7 +206,12 @@ class RawKafkaSource(FixedPartitionedSource[RawMessage, int]):
     """Every partition of ``topic``, from the resume offset (else the beginning)."""
 
     def __init__(
-        self, bootstrap: str, topic: str, batch_size: int = 1000, group_id: str = "f2-decode"
+        self,
+        bootstrap: str,
+        topic: str,
+        batch_size: int = 1000,
+        group_id: str = "f2-decode",
+        gap_wait_s: float = GAP_WAIT_S,
     ) -> None:
         self._bootstrap, self._topic, self._batch, self._group = (
             bootstrap,
@@ -143,6 +219,7 @@ class RawKafkaSource(FixedPartitionedSource[RawMessage, int]):
             batch_size,
             group_id,
         )
+        self._gap_wait_s = gap_wait_s
 
     def list_parts(self) -> list[str]:
         admin = AdminClient(client_config(self._bootstrap))
@@ -164,4 +241,4 @@ class RawKafkaSource(FixedPartitionedSource[RawMessage, int]):
             },
         )
         offset = OFFSET_BEGINNING if resume_state is None else resume_state
-        return _RawPartition(config, topic, int(partition), offset, self._batch)
+        return _RawPartition(config, topic, int(partition), offset, self._batch, self._gap_wait_s)

@@ -1,8 +1,12 @@
-"""The raw source's offset bookkeeping: resume offset and skipped-offset counting."""
+"""The raw source's offset bookkeeping: resume offset, and skipped offsets read again before they
+are passed over (a broker that makes a later batch readable before an earlier one)."""
 
 from __future__ import annotations
 
-from connectors.kafka_source import OFFSET_GAPS, _RawPartition
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors.kafka_source import OFFSET_GAPS, OffsetOrder, _RawPartition
 
 
 class Record:
@@ -28,11 +32,17 @@ class Record:
 
 
 class Batches:
+    """A consumer that returns scripted batches, and records where it was told to read from."""
+
     def __init__(self, *batches: list[int]) -> None:
         self.batches = [[Record(o) for o in batch] for batch in batches]
+        self.assigned: list[int] = []
 
     def consume(self, _count: int, _timeout: float) -> list[Record]:
         return self.batches.pop(0) if self.batches else []
+
+    def assign(self, partitions: list) -> None:
+        self.assigned += [tp.offset for tp in partitions]
 
 
 class NoLag:
@@ -40,37 +50,129 @@ class NoLag:
         pass
 
 
-def partition(consumer: Batches, offset: int) -> _RawPartition:
+def partition(consumer: Batches, offset: int, wait_s: float = 60.0) -> _RawPartition:
     part = _RawPartition.__new__(_RawPartition)
     part._consumer, part._topic, part._partition = consumer, "raw", 0
-    part._offset, part._batch, part._idle, part._lag = offset, 100, False, NoLag()
+    part._order, part._batch, part._awake, part._lag = (
+        OffsetOrder(offset, wait_s),
+        100,
+        None,
+        NoLag(),
+    )
     return part
 
 
-def gaps() -> float:
-    return OFFSET_GAPS._value.get()
+def gaps(outcome: str) -> float:
+    return OFFSET_GAPS.labels(outcome)._value.get()
+
+
+def offsets(part: _RawPartition) -> list[int]:
+    return [r.source_offset for r in part.next_batch()]
 
 
 def test_contiguous_offsets_count_no_gap_and_set_the_resume_offset() -> None:
-    before = gaps()
-    part = partition(Batches([5, 6, 7], [8, 9]), 5)
-    assert [r.source_offset for r in part.next_batch()] == [5, 6, 7]
-    assert [r.source_offset for r in part.next_batch()] == [8, 9]
+    before = [gaps(o) for o in ("filled", "skipped", "rewound")]
+    consumer = Batches([5, 6, 7], [8, 9])
+    part = partition(consumer, 5)
+    assert offsets(part) == [5, 6, 7]
+    assert offsets(part) == [8, 9]
     assert part.snapshot() == 10
-    assert gaps() == before
+    assert consumer.assigned == []
+    assert [gaps(o) for o in ("filled", "skipped", "rewound")] == before
 
 
-def test_a_skipped_offset_is_counted_within_and_across_batches() -> None:
-    before = gaps()
-    part = partition(Batches([5, 6, 9], [12, 13]), 5)
-    part.next_batch()
-    part.next_batch()
+def test_a_gap_is_read_again_and_the_late_records_are_emitted_in_order() -> None:
+    before = gaps("filled")
+    # The broker first returns 9-10 past the missing 7-8, then, read again from 7, all of them.
+    consumer = Batches([5, 6, 9, 10], [7, 8, 9, 10, 11])
+    part = partition(consumer, 5)
+    assert offsets(part) == [5, 6]
+    assert consumer.assigned == [7]
+    assert part.snapshot() == 7  # a crash now resumes at the missing records
+    assert part.next_awake() is not None  # read again after a short wait, not in a busy loop
+    assert offsets(part) == [7, 8, 9, 10, 11]
+    assert part.snapshot() == 12
+    assert gaps("filled") == before + 1
+
+
+def test_a_gap_still_there_after_the_wait_is_passed_over_once() -> None:
+    before = gaps("skipped")
+    consumer = Batches([5, 6, 9], [12, 13])
+    part = partition(consumer, 5, wait_s=0.0)
+    assert offsets(part) == [5, 6, 9]
+    assert offsets(part) == [12, 13]
     assert part.snapshot() == 14
-    assert gaps() == before + 2
+    assert consumer.assigned == []
+    assert gaps("skipped") == before + 2
 
 
 def test_the_first_record_read_from_the_beginning_is_not_a_gap() -> None:
-    before = gaps()
+    before = gaps("skipped")
     part = partition(Batches([40, 41]), -2)  # OFFSET_BEGINNING: the log may start anywhere
-    part.next_batch()
-    assert gaps() == before
+    assert offsets(part) == [40, 41]
+    assert gaps("skipped") == before
+
+
+def test_the_wait_runs_from_when_the_gap_was_first_seen() -> None:
+    order = OffsetOrder(10, wait_s=2.0)
+    assert order.admit([10, 11, 14], now=100.0) == (2, True)
+    assert order.next_offset == 12
+    assert order.admit([14, 15], now=101.0) == (0, True)  # still missing, still waiting
+    assert order.admit([14, 15], now=102.5) == (2, False)  # 2.5 s since first seen: passed over
+    assert order.next_offset == 16
+    assert order.admit([17], now=102.6) == (0, True)  # a new gap gets its own wait
+
+
+def test_an_offset_going_back_is_emitted_and_counted() -> None:
+    before = gaps("rewound")
+    order = OffsetOrder(10, wait_s=2.0)
+    assert order.admit([3, 4, 5], now=0.0) == (3, False)
+    assert order.next_offset == 6
+    assert gaps("rewound") == before + 1
+
+
+def fetch(log: list[tuple[int, int, int]], start: int, now: int) -> list[int]:
+    """What a Tansu-like broker returns for a fetch at ``start``: every record of every batch
+    already stored, from ``start`` on, whatever is missing before them."""
+    return [
+        offset
+        for first, size, stored_at in log
+        if stored_at <= now
+        for offset in range(first, first + size)
+        if offset >= start
+    ]
+
+
+batches = st.lists(st.tuples(st.integers(1, 30), st.integers(0, 20)), min_size=1, max_size=30)
+
+
+@settings(max_examples=300)
+@given(batches)
+def test_every_record_is_emitted_once_and_in_order_however_late_a_batch_is_stored(
+    spec: list[tuple[int, int]],
+) -> None:
+    """Batches get consecutive offsets, and each is stored after its own delay (the broker's
+    produce race). A consumer polls once per tick; with a wait longer than any delay nothing is
+    skipped, duplicated or reordered."""
+    log, first = [], 0
+    for size, delay in spec:
+        log.append((first, size, delay))
+        first += size
+    order = OffsetOrder(0, wait_s=25)
+    emitted: list[int] = []
+    for now in range(max(d for _, d in spec) + 3):
+        got = fetch(log, order.next_offset, now)
+        count, _reread = order.admit(got, now)
+        emitted += got[:count]
+    assert emitted == list(range(first))
+
+
+def test_without_a_wait_a_late_batch_is_lost() -> None:
+    """What the source did before: the consumer moves past a batch stored late, for good."""
+    log = [(0, 5, 0), (5, 30, 3), (35, 5, 1)]  # 5-34 stored last
+    order = OffsetOrder(0, wait_s=0)
+    emitted: list[int] = []
+    for now in range(6):
+        got = fetch(log, order.next_offset, now)
+        emitted += got[: order.admit(got, now)[0]]
+    assert len(emitted) == 10 and 5 not in emitted
