@@ -90,7 +90,8 @@ HOPS = {
     "ingest_acked": ("ingest", "f2_ingest_acked_total", ""),
     "ingest_to_kafka": ("ingest", "f2_kafka_sink_delivered_total", ""),
     "decode_read": ("decode", "bytewax_item_out_count_total", 'step_id="f2_decode.raw"'),
-    "decode_offset_gaps": ("decode", "f2_kafka_source_offset_gaps_total", ""),
+    "decode_gaps_filled": ("decode", "f2_kafka_source_offset_gaps_total", 'outcome="filled"'),
+    "decode_gaps_skipped": ("decode", "f2_kafka_source_offset_gaps_total", 'outcome="skipped"'),
     "decode_consumed": ("decode", "f2_decode_messages_total", ""),
     "decode_dead_lettered": ("decode", "f2_decode_errors_total", ""),
     "rows_inserted": ("decode", "f2_store_rows_total", 'outcome="inserted"'),
@@ -256,6 +257,19 @@ class Pipeline:
         }
         return hops
 
+    def gaps(self, before: dict[str, dict[str, float]]) -> dict[str, int]:
+        """Offset gaps the decode source met over the step, by outcome: ``filled`` (read again
+        and found: the broker had made a later batch readable first) or ``skipped``."""
+        after = scrape(self.decode.ports)
+        name = "f2_kafka_source_offset_gaps_total"
+        return {
+            outcome: round(
+                metric_sum(after, name, f'outcome="{outcome}"')
+                - metric_sum(before["decode"], name, f'outcome="{outcome}"')
+            )
+            for outcome in ("filled", "skipped")
+        }
+
     def counters(self) -> tuple[float, float]:
         """(messages ingest emitted into Kafka, messages decode consumed) so far."""
         ingest = metric_sum(scrape(self.ingest.ports), "f2_ingest_received_total")
@@ -341,6 +355,7 @@ class Pipeline:
         achieved = _achieved_rate(sim_out, summary["published"], duration)
         missing = max(0, expected - stored)
         hops = self.hops(before_hops, summary["published"]) if missing else None
+        gaps = self.gaps(before_hops)
         sustained = done and missing == 0 and achieved >= ACHIEVED_MIN * rate
         sustained = sustained and drain_s <= DRAIN_LIMIT_S
         return {
@@ -367,6 +382,7 @@ class Pipeline:
             "window_s": round(window_s, 2),
             "rows_window": [since.isoformat(), until.isoformat(), before_rows],
             **({"hops": hops} if hops else {}),
+            "decode_offset_gaps": gaps,
             "cpu_s": cpu,
             "cpu_cores": {role: round(s / window_s, 3) for role, s in cpu.items()},
         }
@@ -445,7 +461,7 @@ def ramp(
 
 def _brief(step: dict[str, Any]) -> dict[str, Any]:
     keys = ("config", "offered_msgs_per_s", "achieved_msgs_per_s", "sustained", "missing_rows")
-    keys += ("drain_s", "p50_ms", "p99_ms", "hops")
+    keys += ("drain_s", "p50_ms", "p99_ms", "decode_offset_gaps", "hops")
     return {key: step[key] for key in keys if key in step}
 
 

@@ -288,3 +288,13 @@ def test_ramp_can_keep_one_broker():
         "start", ("step", e2e.WARMUP_RATE, True), ("step", 2000, False),
         ("step", 3000, False), ("step", 3000, False), "stop", ("recount", 3000), ("recount", 3000),
     ]  # fmt: skip
+
+
+def test_offset_gaps_of_every_step_are_summed_and_reported():
+    gapped = parts()
+    steps = gapped["e2e"]["ramps"][0]["steps"]
+    steps[0]["decode_offset_gaps"] = {"filled": 2, "skipped": 0}
+    steps[1]["decode_offset_gaps"] = {"filled": 1, "skipped": 1}
+    results = build_results(gapped, META)
+    assert results["e2e"]["offset_gaps"] == {"filled": 3, "skipped": 1}
+    assert "3 read again and filled" in render_markdown(results, [])
