@@ -121,8 +121,9 @@ class OffsetOrder:
     def __init__(self, next_offset: int, wait_s: float) -> None:
         self.next_offset = next_offset
         self._wait_s = wait_s
-        self._gap_at: int | None = None
+        self._gap_at: int | None = None  # the missing offset being read again, since when,
         self._gap_since = 0.0
+        self._gap_past = 0  # and the first offset fetched past it
 
     def admit(self, offsets: Sequence[int], now: float) -> tuple[int, bool]:
         expected = self.next_offset
@@ -130,6 +131,16 @@ class OffsetOrder:
             if offset == expected:
                 if self._gap_at == offset:
                     OFFSET_GAPS.labels("filled").inc()
+                    log.info(
+                        "kafka offsets arrived late",
+                        extra={
+                            "stage": "decode",
+                            "reason": "offset_gap_filled",
+                            "records": self._gap_past - offset,
+                            "detail": f"{offset}..{self._gap_past - 1} after"
+                            f" {now - self._gap_since:.3f} s",
+                        },
+                    )
                     self._gap_at = None
             elif expected >= 0:
                 if offset < expected:
@@ -137,7 +148,7 @@ class OffsetOrder:
                     self._gap_at = None
                 else:
                     if self._gap_at != expected:
-                        self._gap_at, self._gap_since = expected, now
+                        self._gap_at, self._gap_past, self._gap_since = expected, offset, now
                     if now - self._gap_since < self._wait_s:
                         self.next_offset = expected
                         return count, True

@@ -3,6 +3,9 @@ are passed over (a broker that makes a later batch readable before an earlier on
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -81,7 +84,10 @@ def test_contiguous_offsets_count_no_gap_and_set_the_resume_offset() -> None:
     assert [gaps(o) for o in ("filled", "skipped", "rewound")] == before
 
 
-def test_a_gap_is_read_again_and_the_late_records_are_emitted_in_order() -> None:
+def test_a_gap_is_read_again_and_the_late_records_are_emitted_in_order(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "f2.decode")
     before = gaps("filled")
     # The broker first returns 9-10 past the missing 7-8, then, read again from 7, all of them.
     consumer = Batches([5, 6, 9, 10], [7, 8, 9, 10, 11])
@@ -93,6 +99,8 @@ def test_a_gap_is_read_again_and_the_late_records_are_emitted_in_order() -> None
     assert offsets(part) == [7, 8, 9, 10, 11]
     assert part.snapshot() == 12
     assert gaps("filled") == before + 1
+    late = [r for r in caplog.records if r.getMessage() == "kafka offsets arrived late"]
+    assert [(r.records, r.detail.split(" ")[0]) for r in late] == [(2, "7..8")]  # type: ignore[attr-defined]
 
 
 def test_a_gap_still_there_after_the_wait_is_passed_over_once() -> None:
