@@ -32,6 +32,7 @@ from bench.common import (
     BENCH_STACK,
     RESULTS_DIR,
     f2,
+    interruptible_children,
     machine_info,
     run_stage,
     use_isolated_stack,
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-offset", default=BENCH_STACK["F2_STACK_PORT_OFFSET"])
     parser.add_argument("--keep-stack", action="store_true", help="leave the isolated stack up")
     args = parser.parse_args(argv)
+    interruptible_children()
     wanted = [n for n in args.only.split(",") if n] or [*STAGES, "e2e"]
     use_isolated_stack(args.stack_dir, args.port_offset)
     started, stamp = time.monotonic(), datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

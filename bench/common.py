@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -25,6 +26,20 @@ any live data, and count them; event retention (365 days by default) would delet
 whenever a writer connects."""
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+
+
+def interruptible_children() -> None:
+    """Let the flows this process starts be stopped cleanly with SIGINT, however it was started.
+
+    A command put in the background by a shell without job control (``nohup make benchmarks &``
+    in a script) starts with SIGINT ignored, and its children inherit that: each flow then ignored
+    the benchmark's SIGINT and was killed after the stop timeout, 15 s per flow and step, which
+    doubled the end-to-end run (and a killed decode replays its last epoch). A handler, unlike an
+    ignored signal, is not inherited: children start with the default, which Python turns into
+    ``KeyboardInterrupt`` and Bytewax into a clean stop.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def use_isolated_stack(stack_dir: str, port_offset: str) -> dict[str, str]:

@@ -49,7 +49,7 @@ from bytewax.testing import TestingSource, run_main
 from confluent_kafka import Producer
 from psycopg import sql
 
-from bench.common import KEEP_EVENTS
+from bench.common import KEEP_EVENTS, interruptible_children
 from connectors.recovery_dir import prepare_recovery
 from connectors.registry_pg import load_controller
 from connectors.store_rows import RowBatch, event_row, reading_row
@@ -343,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=2, help="runs of each flow variant")
     args = parser.parse_args(argv)
+    interruptible_children()
     settings = load_settings()
     suffix = str(int(time.time()))
     topics = {

@@ -64,6 +64,7 @@ from bench.common import (
     bucket_diff,
     f2,
     histogram_buckets,
+    interruptible_children,
     metric_sum,
     quantile,
     scrape,
@@ -626,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         "--keep-broker", action="store_true", help="one broker for the whole ramp, not per step"
     )
     args = parser.parse_args(argv)
+    interruptible_children()
     use_isolated_stack(args.stack_dir, args.port_offset)
     workdir = Path(tempfile.mkdtemp(prefix="f2-bench-e2e-"))
     result = run(args.quick, workdir, not args.keep_broker)

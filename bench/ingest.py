@@ -41,6 +41,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from bench.common import interruptible_children
 from connectors.mqtt_source import MqttSourceSettings, forget_sessions, load_source_settings
 from schemas.settings import Settings, load_settings
 
@@ -252,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="+", choices=CONFIGS, default=CONFIGS, help="configurations to run"
     )
     args = parser.parse_args(argv)
+    interruptible_children()
     settings = load_settings()
     runs: dict[str, list[dict]] = {name: [] for name in args.only}
     for _ in range(args.repeat):
