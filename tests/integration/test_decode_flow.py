@@ -39,8 +39,22 @@ def decode(iso: Settings, tmp_path_factory) -> Iterator[FlowProcess]:
     process.kill()
 
 
-def dlq_headers(settings: Settings, since: datetime) -> list[dict[str, bytes]]:
-    """Headers of the DLQ records whose payload timestamp is in this traffic's window."""
+def dlq_headers(settings: Settings, since: datetime, expected: int) -> list[dict[str, bytes]]:
+    """Headers of the DLQ records whose payload timestamp is in this traffic's window: the topic
+    read from its start to its end, again until ``expected`` distinct source records were seen
+    or 30 s passed. Decode confirms an epoch's DLQ records when the epoch ends, which can be
+    after its rows are stored, so a first read can end before them."""
+    deadline = time.monotonic() + 30
+    found: list[dict[str, bytes]] = []
+    while time.monotonic() < deadline:
+        found = read_dlq(settings, since.strftime("%Y-%m-%d %H").encode())
+        if len({(h["source_partition"], h["source_offset"]) for h in found}) >= expected:
+            break
+        time.sleep(0.5)
+    return found
+
+
+def read_dlq(settings: Settings, prefix: bytes) -> list[dict[str, bytes]]:
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -49,7 +63,7 @@ def dlq_headers(settings: Settings, since: datetime) -> list[dict[str, bytes]]:
         }
     )
     consumer.assign([TopicPartition(settings.dlq_topic, p, -2) for p in range(4)])
-    found, eof, prefix = [], set(), since.strftime("%Y-%m-%d %H").encode()
+    found, eof = [], set()
     deadline = time.monotonic() + 30
     while len(eof) < 4 and time.monotonic() < deadline:
         for message in consumer.consume(1000, 1.0):
@@ -65,7 +79,7 @@ def test_raw_messages_end_in_storage_kafka_and_dlq(iso: Settings, decode: FlowPr
     traffic = Traffic(iso)
     traffic.send(3000)
     assert traffic.wait_stored() == (traffic.readings, traffic.events)
-    headers = dlq_headers(iso, traffic.base)
+    headers = dlq_headers(iso, traffic.base, traffic.bad_crc)
     assert len({(h["source_partition"], h["source_offset"]) for h in headers}) == traffic.bad_crc
     sample = headers[0]
     assert sample["reason"] == b"bad_crc" and sample["stage"] == b"decode"
