@@ -130,18 +130,7 @@ class OffsetOrder:
         for count, offset in enumerate(offsets):
             if offset == expected:
                 if self._gap_at == offset:
-                    OFFSET_GAPS.labels("filled").inc()
-                    log.info(
-                        "kafka offsets arrived late",
-                        extra={
-                            "stage": "decode",
-                            "reason": "offset_gap_filled",
-                            "records": self._gap_past - offset,
-                            "detail": f"{offset}..{self._gap_past - 1} after"
-                            f" {now - self._gap_since:.3f} s",
-                        },
-                    )
-                    self._gap_at = None
+                    self._close_gap("filled", self._gap_past, now)
             elif expected >= 0:
                 if offset < expected:
                     OFFSET_GAPS.labels("rewound").inc()
@@ -152,20 +141,34 @@ class OffsetOrder:
                     if now - self._gap_since < self._wait_s:
                         self.next_offset = expected
                         return count, True
-                    OFFSET_GAPS.labels("skipped").inc()
-                    log.warning(
-                        "kafka offsets skipped",
-                        extra={
-                            "stage": "decode",
-                            "reason": "offset_gap",
-                            "records": offset - expected,
-                            "detail": f"{expected}..{offset - 1}",
-                        },
-                    )
-                    self._gap_at = None
+                    self._close_gap("skipped", offset, now)
             expected = offset + 1
         self.next_offset = expected
         return len(offsets), False
+
+    def _close_gap(self, outcome: str, past: int, now: float) -> None:
+        """Count and log the gap being tracked (up to offset ``past``) as filled or skipped."""
+        first = self._gap_at
+        assert first is not None
+        OFFSET_GAPS.labels(outcome).inc()
+        message, level, reason = _GAP_LOG[outcome]
+        log.log(
+            level,
+            message,
+            extra={
+                "stage": "decode",
+                "reason": reason,
+                "records": past - first,
+                "detail": f"{first}..{past - 1} after {now - self._gap_since:.3f} s",
+            },
+        )
+        self._gap_at = None
+
+
+_GAP_LOG = {
+    "filled": ("kafka offsets arrived late", logging.INFO, "offset_gap_filled"),
+    "skipped": ("kafka offsets skipped", logging.WARNING, "offset_gap"),
+}
 
 
 class _RawPartition(StatefulSourcePartition[RawMessage, int]):
