@@ -91,8 +91,6 @@ HOPS = {
     "ingest_acked": ("ingest", "f2_ingest_acked_total", ""),
     "ingest_to_kafka": ("ingest", "f2_kafka_sink_delivered_total", ""),
     "decode_read": ("decode", "bytewax_item_out_count_total", 'step_id="f2_decode.raw"'),
-    "decode_gaps_filled": ("decode", "f2_kafka_source_offset_gaps_total", 'outcome="filled"'),
-    "decode_gaps_skipped": ("decode", "f2_kafka_source_offset_gaps_total", 'outcome="skipped"'),
     "decode_consumed": ("decode", "f2_decode_messages_total", ""),
     "decode_dead_lettered": ("decode", "f2_decode_errors_total", ""),
     "rows_inserted": ("decode", "f2_store_rows_total", 'outcome="inserted"'),
@@ -243,8 +241,7 @@ class Pipeline:
         after = self.scrapes()
         hops: dict[str, Any] = {"published": published}
         for name, (flow, metric, labels) in HOPS.items():
-            grown = metric_sum(after[flow], metric, labels)
-            hops[name] = round(grown - metric_sum(before[flow], metric, labels))
+            hops[name] = _grown(before[flow], after[flow], metric, labels)
         hops["ingest_unacked"] = round(metric_sum(after["ingest"], "f2_ingest_unacked"))
         # Since the flows and the broker started (they start together): does the broker hold
         # every record ingest had acknowledged, and did decode read them all?
@@ -264,10 +261,7 @@ class Pipeline:
         after = scrape(self.decode.ports)
         name = "f2_kafka_source_offset_gaps_total"
         return {
-            outcome: round(
-                metric_sum(after, name, f'outcome="{outcome}"')
-                - metric_sum(before["decode"], name, f'outcome="{outcome}"')
-            )
+            outcome: _grown(before["decode"], after, name, f'outcome="{outcome}"')
             for outcome in ("filled", "skipped")
         }
 
@@ -387,6 +381,11 @@ class Pipeline:
             "cpu_s": cpu,
             "cpu_cores": {role: round(s / window_s, 3) for role, s in cpu.items()},
         }
+
+
+def _grown(before: dict[str, float], after: dict[str, float], metric: str, labels: str) -> int:
+    """Increase of counter ``metric`` (series whose labels contain ``labels``) between scrapes."""
+    return round(metric_sum(after, metric, labels) - metric_sum(before, metric, labels))
 
 
 def _achieved_rate(output: str, published: int, duration: float) -> float:
