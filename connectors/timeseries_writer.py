@@ -9,12 +9,32 @@ uncommitted epoch: the write is ``COPY (binary)`` into a session temp table, the
 time; events: controller, connector, component, field, time), so a replayed row leaves no
 duplicate.
 
-Failures: a row the database refuses (``DataError``/``IntegrityError``, e.g. a NUL byte in text)
-does not block the rest: the batch is bisected until the refused rows are isolated, every other
-row is stored, and the refused ones are returned as :class:`~connectors.store_rows.Rejected` for
-the flow to dead-letter (``stage=store``, ``store_rejected``). Any other database failure (server
-down, connection lost) is retried with capped exponential backoff, forever: nothing is dropped,
-the flow waits (bounded memory: the source is not polled while the worker writes).
+Failures, by class (``connectors.failures``; the SQLSTATE table is there and in the README):
+
+- *row* (classes 22, 23, 54 and the others a row's content causes, e.g. a NUL byte in text, an
+  index row over the btree limit): the batch is bisected until the refused rows are isolated,
+  every other row is stored, and the refused ones are returned as
+  :class:`~connectors.store_rows.Rejected` for the flow to dead-letter (``stage=store``,
+  ``store_rejected``, the SQLSTATE in ``detail``).
+- *transient* (connection lost, shutdown, deadlock, serialization failure, out of memory…): the
+  write is retried with capped exponential backoff (``F2_STORE_RETRY_MAX_S``), forever; nothing is
+  dropped and the flow waits (bounded memory: the source is not polled while the worker writes).
+- *blocked* (permission denied, a missing table or function, a read-only database, a full disk),
+  and any batch of at least :data:`UNIFORM_MIN_ROWS` rows of one table whose every row is refused
+  with the same SQLSTATE (a setup fault such as a new constraint, not bad data). A smaller batch
+  refused that way is checked against the table's canary, the last row the writer stored in it
+  (within :data:`CANARY_MAX_AGE_S`), written again (a no-op): refused with the same SQLSTATE too,
+  the table refuses everything (blocked); stored, the rows are bad (dead-lettered). The flow holds
+  (nothing acknowledged, nothing lost), the write is retried every ``F2_STORE_BLOCKED_RETRY_S``
+  and it says so: ``f2_store_blocked`` is 1, ``f2_blocked_reason`` names the SQLSTATE and message,
+  the health report turns decode ``down`` and ``F2StorageBlocked`` fires. A restart while blocked
+  changes nothing: the rows are in the recovery snapshot and are written once the fault is fixed.
+
+Conflicts: a row whose key is already stored with a *different* value (a controller with a stuck
+clock, a replay decoded with a newer registry) keeps the stored row and is counted in
+``f2_store_conflicts_total{table}``, with its key logged at most every
+:data:`CONFLICT_LOG_INTERVAL_S` seconds per table; an identical rewrite (a replayed epoch) is
+silent. The check runs only for batches in which some row was not inserted.
 
 Batching rule: a shard's buffer is flushed when it holds ``F2_STORE_BATCH_ROWS`` rows (default
 5000), or ``F2_STORE_BATCH_MS`` milliseconds (default 100) after the first row entered the empty
@@ -47,9 +67,20 @@ from functools import partial
 import msgspec
 import psycopg
 from bytewax.operators import StatefulLogic
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from psycopg import sql
 
+from connectors.failures import (
+    BLOCKED,
+    ROW,
+    Failure,
+    Hold,
+    RetryPolicy,
+    db_failure,
+    error_detail,
+    retry,
+    sqlstate_of,
+)
 from connectors.per_thread import PerThread
 from connectors.store_rows import (
     EVENT_COLUMNS,
@@ -82,7 +113,16 @@ FLUSH_SECONDS = Histogram(
     "Time to write one flush (including retries and bisection)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-RETRIES = Counter("f2_store_retries", "Storage writes retried after a failure", ["reason"])
+STORE_BLOCKED = Gauge(
+    "f2_store_blocked",
+    "1 while the timeseries database refuses every write (failure class blocked): decode holds,"
+    " nothing acknowledged or lost; f2_blocked_reason says why",
+)
+CONFLICTS = Counter(
+    "f2_store_conflicts",
+    "Rows whose key was already stored with a different value (the stored row is kept)",
+    ["table"],
+)
 PARTITIONS_CREATED = Counter("f2_store_partitions_created", "Time partitions created ahead")
 EVENTS_EXPIRED = Counter(
     "f2_store_events_expired", "Events deleted by the retention setting (F2_EVENT_RETENTION_DAYS)"
@@ -97,8 +137,15 @@ LATENCY = Histogram(
 _LATENCY_DEVICE = LATENCY.labels("device")
 _LATENCY_RECEIVE = LATENCY.labels("receive")
 
-ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 MAINTENANCE_INTERVAL_S = 3600.0
+UNIFORM_MIN_ROWS = 10
+"""A batch of at least this many rows of one table, every one refused with the same SQLSTATE, is a
+setup fault (blocked), not bad data."""
+ONE_BY_ONE_ROWS = 16
+"""Bisection tries the rows of a refused sub-batch this small one by one (fewer transactions)."""
+CONFLICT_LOG_INTERVAL_S = 10.0
+CANARY_MAX_AGE_S = 3600.0
+"""A canary older than this is not written again (retention may have removed its row since)."""
 WRITE_POLL = timedelta(milliseconds=5)
 LATENCY_SAMPLES = 200  # latency observations per flush at most (evenly spaced over its messages)
 
@@ -121,7 +168,12 @@ class StoreSettings(msgspec.Struct, frozen=True):
     shards: int = 2
     partitions_ahead_days: int = 3
     retry_max_s: float = 10.0
+    blocked_retry_s: float = 15.0
     event_retention_days: int = 365
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_s=self.retry_max_s, blocked_s=self.blocked_retry_s)
 
 
 def load_store_settings(environ: Mapping[str, str] | None = None) -> StoreSettings:
@@ -136,6 +188,7 @@ def load_store_settings(environ: Mapping[str, str] | None = None) -> StoreSettin
             env.get("F2_STORE_PARTITIONS_AHEAD_DAYS", base.partitions_ahead_days)
         ),
         retry_max_s=float(env.get("F2_STORE_RETRY_MAX_S", base.retry_max_s)),
+        blocked_retry_s=float(env.get("F2_STORE_BLOCKED_RETRY_S", base.blocked_retry_s)),
         event_retention_days=int(env.get("F2_EVENT_RETENTION_DAYS", base.event_retention_days)),
     )
 
@@ -170,6 +223,21 @@ _UPSERT_READINGS = sql.SQL(
 _EXISTING_READINGS = (
     "SELECT count(*), count(r.sensor_id) FROM (SELECT DISTINCT sensor_id, datapoint_id, time"
     " FROM f2_readings_stage) s LEFT JOIN readings r USING (sensor_id, datapoint_id, time)"
+)
+# Staged rows whose key is stored with another value: run after the merge, in its transaction,
+# only when some staged row was not inserted. A key staged twice with two values (a stuck clock
+# within one batch) counts too; the row just inserted equals itself and does not.
+_READING_CONFLICTS = (
+    "SELECT s.sensor_id, s.datapoint_id, s.time, s.value, r.value, count(*) OVER ()"
+    " FROM f2_readings_stage s JOIN readings r USING (sensor_id, datapoint_id, time)"
+    " WHERE r.value IS DISTINCT FROM s.value LIMIT 1"
+)
+_EVENT_CONFLICTS = (
+    "SELECT s.controller_id, s.connector, s.component, s.field, s.time, count(*) OVER ()"
+    " FROM f2_events_stage s"
+    " JOIN device_events e USING (controller_id, connector, component, field, time)"
+    " WHERE (e.value_bool, e.value_num, e.value_text)"
+    " IS DISTINCT FROM (s.value_bool, s.value_num, s.value_text) LIMIT 1"
 )
 _MERGE_EVENTS = sql.SQL(
     "INSERT INTO device_events ({cols}) SELECT {cols} FROM f2_events_stage ON CONFLICT DO NOTHING"
@@ -250,6 +318,53 @@ def dimension_rows(
     return controllers, sensors, list(points.values())
 
 
+class UniformRefusal(Exception):
+    """Every row of a batch of at least :data:`UNIFORM_MIN_ROWS` rows of one table was refused
+    with one SQLSTATE: a setup fault (a new constraint, a trigger refusing everything), so the
+    batch is held (class ``blocked``) instead of dead-lettered row by row."""
+
+    def __init__(self, table: str, sqlstate: str, detail: str, rows: int) -> None:
+        super().__init__(f"all {rows} {table} rows of the batch refused with {sqlstate}: {detail}")
+        self.sqlstate = sqlstate
+
+
+def write_failure(exc: BaseException) -> Failure | None:
+    """The failure class of an exception that escaped a whole write: the row errors were handled
+    inside, so a row-class error here (in maintenance or in the dimension tables) is setup."""
+    if isinstance(exc, UniformRefusal):
+        return BLOCKED
+    failure = db_failure(exc)
+    return BLOCKED if failure is ROW else failure
+
+
+class _ConflictLog:
+    """Logs conflicting keys at most every ``interval_s`` per table, with the count in between."""
+
+    def __init__(self, interval_s: float = CONFLICT_LOG_INTERVAL_S) -> None:
+        self._interval_s = interval_s
+        self._next: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def record(self, table: str, count: int, key: dict[str, object]) -> None:
+        CONFLICTS.labels(table).inc(count)
+        now = time.monotonic()
+        if now < self._next.get(table, 0.0):
+            self._suppressed[table] = self._suppressed.get(table, 0) + count
+            return
+        self._next[table] = now + self._interval_s
+        earlier = self._suppressed.pop(table, 0)
+        log.warning(
+            "rows already stored with a different value; kept the stored ones",
+            extra={
+                "stage": "store",
+                "table": table,
+                "conflicts": count,
+                "conflicts_not_logged": earlier,
+                "key": {name: str(value) for name, value in key.items()},
+            },
+        )
+
+
 class TimeseriesWriter:
     """Writes :class:`RowBatch` es to the timeseries database (one connection, one thread)."""
 
@@ -267,28 +382,22 @@ class TimeseriesWriter:
         self.counts = {"readings": WriteCounts(), "device_events": WriteCounts()}
         self._conn: psycopg.Connection | None = None
         self._next_maintenance = 0.0
+        self._hold = Hold("store", STORE_BLOCKED)
+        self._conflicts = _ConflictLog()
+        self._canaries: dict[str, tuple[tuple, float]] = {}  # table -> (last stored row, when)
 
     def write(self, batch: RowBatch) -> list[Rejected]:
-        """Store ``batch``; return the rows the database refused. Blocks until stored."""
+        """Store ``batch``; return the rows the database refused. Blocks until stored: through
+        transient failures and while the database is blocked (module docstring)."""
         started = time.perf_counter()
-        delay = 0.1
-        while True:
-            try:
-                conn = self._connection()
-                if batch.entries:
-                    self._upsert_dimensions(conn, batch.entries)
-                rejected = self._store(conn, batch.readings, batch.events)
-                break
-            except psycopg.Error as exc:
-                reason = type(exc).__name__
-                RETRIES.labels(reason).inc()
-                log.warning(
-                    "storage write failed; retrying",
-                    extra={"stage": "store", "reason": reason, "detail": str(exc)[:300]},
-                )
-                self.close()
-                self._sleep(delay)
-                delay = min(delay * 2, self._settings.retry_max_s)
+        rejected = retry(
+            partial(self._write_once, batch),
+            write_failure,
+            "store",
+            self._settings.retry_policy,
+            self._hold,
+            self._sleep,
+        )
         committed = time.time()
         marks = batch.marks
         for device_s, receive_s in marks[:: max(1, len(marks) // LATENCY_SAMPLES)]:
@@ -298,6 +407,16 @@ class TimeseriesWriter:
         BATCH_ROWS.observe(len(batch))
         FLUSH_SECONDS.observe(time.perf_counter() - started)
         return rejected
+
+    def _write_once(self, batch: RowBatch) -> list[Rejected]:
+        try:
+            conn = self._connection()
+            if batch.entries:
+                self._upsert_dimensions(conn, batch.entries)
+            return self._store(conn, batch.readings, batch.events)
+        except Exception:
+            self.close()  # the next attempt starts on a new connection
+            raise
 
     def close(self) -> None:
         """Drop the connection (the next write reconnects)."""
@@ -342,36 +461,88 @@ class TimeseriesWriter:
                 cur.executemany(_UPSERT_CONTROLLER, controllers)
                 cur.executemany(_UPSERT_SENSOR, sensors)
                 cur.executemany(_UPSERT_DATAPOINT, points)
-        except ROW_ERRORS as exc:
+        except Exception as exc:
+            if db_failure(exc) is not ROW:
+                raise
             ROWS.labels("dimensions", "rejected").inc(len(controllers))
             log.warning(
                 "dimension rows refused",
-                extra={"stage": "store", "reason": "store_rejected", "detail": str(exc)[:300]},
+                extra={"stage": "store", "reason": "store_rejected", "detail": error_detail(exc)},
             )
 
     def _store(
         self, conn: psycopg.Connection, readings: list[ReadingRow], events: list[EventRow]
     ) -> list[Rejected]:
-        """Write both row lists; on a refused row, bisect until it is isolated."""
+        """Write both row lists in one transaction; if a row is refused, table by table with the
+        refused rows isolated."""
         try:
             self._transaction(conn, readings, events)
             return []
-        except ROW_ERRORS as exc:
-            if len(readings) + len(events) == 1:
-                rejected = _rejected(readings, events, exc)
-                self.counts[rejected.table].rejected += 1
-                return [rejected]
-        if readings and events:
-            return self._store(conn, readings, []) + self._store(conn, [], events)
-        if readings:
-            half = len(readings) // 2
-            return self._store(conn, readings[:half], []) + self._store(conn, readings[half:], [])
-        half = len(events) // 2
-        return self._store(conn, [], events[:half]) + self._store(conn, [], events[half:])
+        except Exception as exc:
+            if db_failure(exc) is not ROW:
+                raise
+        rejected = self._isolate(conn, "readings", readings) if readings else []
+        if events:
+            rejected += self._isolate(conn, "device_events", events)
+        return rejected
+
+    def _isolate(self, conn: psycopg.Connection, table: str, rows: list[tuple]) -> list[Rejected]:
+        """Store what the database accepts of ``rows`` (one table); the refused ones."""
+        refused = self._bisect(conn, table, rows)
+        codes = {sqlstate_of(exc) for _, exc in refused}
+        if len(refused) == len(rows) and len(codes) == 1:
+            code = codes.pop()
+            if len(rows) >= UNIFORM_MIN_ROWS or self._canary_refused(conn, table, code):
+                raise UniformRefusal(table, code, error_detail(refused[0][1]), len(rows))
+        return [self._rejected(table, row, exc) for row, exc in refused]
+
+    def _canary_refused(self, conn: psycopg.Connection, table: str, code: str) -> bool:
+        """Whether the table's canary (its last stored row, written again) is refused with
+        ``code`` too: then the table refuses everything, not just these rows."""
+        canary = self._canaries.get(table)
+        if canary is None or time.monotonic() - canary[1] > CANARY_MAX_AGE_S:
+            return False
+        try:
+            if table == "readings":
+                self._transaction(conn, [canary[0]], [], count=False)
+            else:
+                self._transaction(conn, [], [canary[0]], count=False)
+        except Exception as exc:
+            if db_failure(exc) is not ROW:
+                raise
+            return sqlstate_of(exc) == code
+        return False
+
+    def _bisect(
+        self, conn: psycopg.Connection, table: str, rows: list[tuple]
+    ) -> list[tuple[tuple, BaseException]]:
+        """The rows of ``rows`` the database refuses, with why; the others are stored."""
+        try:
+            if table == "readings":
+                self._transaction(conn, rows, [])
+            else:
+                self._transaction(conn, [], rows)
+            return []
+        except Exception as exc:
+            if db_failure(exc) is not ROW:
+                raise
+            if len(rows) == 1:
+                return [(rows[0], exc)]
+        if len(rows) <= ONE_BY_ONE_ROWS:
+            return [refused for row in rows for refused in self._bisect(conn, table, [row])]
+        half = len(rows) // 2
+        return self._bisect(conn, table, rows[:half]) + self._bisect(conn, table, rows[half:])
 
     def _transaction(
-        self, conn: psycopg.Connection, readings: list[ReadingRow], events: list[EventRow]
+        self,
+        conn: psycopg.Connection,
+        readings: list[ReadingRow],
+        events: list[EventRow],
+        count: bool = True,
     ) -> None:
+        """Write ``readings`` and ``events`` in one transaction (COPY, then merge); ``count``
+        False for a canary (not the batch's rows)."""
+        conflicts: list[tuple[str, tuple]] = []
         with conn.transaction(), conn.cursor() as cur:
             inserted_r = replaced_r = inserted_e = 0
             if readings:
@@ -388,6 +559,10 @@ class TimeseriesWriter:
                 else:
                     cur.execute(_MERGE_READINGS)
                     inserted_r = cur.rowcount
+                    if inserted_r < len(readings):
+                        conflict = cur.execute(_READING_CONFLICTS).fetchone()
+                        if conflict is not None:
+                            conflicts.append(("readings", conflict))
             if events:
                 with cur.copy(_COPY_EVENTS) as copy:
                     copy.set_types(EVENT_TYPES)
@@ -396,10 +571,32 @@ class TimeseriesWriter:
                         write_row(row[:EVENT_WIDTH])
                 cur.execute(_MERGE_EVENTS)
                 inserted_e = cur.rowcount
+                if inserted_e < len(events):
+                    conflict = cur.execute(_EVENT_CONFLICTS).fetchone()
+                    if conflict is not None:
+                        conflicts.append(("device_events", conflict))
+        if not count:
+            return
+        now = time.monotonic()
         if readings:
             self._count("readings", len(readings), inserted_r, replaced_r)
+            self._canaries["readings"] = (readings[-1], now)
         if events:
             self._count("device_events", len(events), inserted_e, 0)
+            self._canaries["device_events"] = (events[-1], now)
+        for table, found in conflicts:
+            self._record_conflict(table, found)
+
+    def _record_conflict(self, table: str, found: tuple) -> None:
+        if table == "readings":
+            sensor_id, datapoint_id, moment, value, stored, count = found
+            key = {"sensor_id": sensor_id, "datapoint_id": datapoint_id, "time": moment}
+            key |= {"value": value, "stored": stored}
+        else:
+            controller_id, connector, component, field, moment, count = found
+            key = {"controller_id": controller_id, "connector": connector}
+            key |= {"component": component, "field": field, "time": moment}
+        self._conflicts.record(table, count, key)
 
     def _count(self, table: str, rows: int, inserted: int, replaced: int) -> None:
         unchanged = max(rows - inserted - replaced, 0)
@@ -412,25 +609,22 @@ class TimeseriesWriter:
         if replaced:
             ROWS.labels(table, "replaced").inc(replaced)
 
-
-def _rejected(readings: list[ReadingRow], events: list[EventRow], exc: Exception) -> Rejected:
-    detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-    if readings:
-        row, table = readings[0], "readings"
-    else:
-        row, table = events[0], "device_events"
-    ROWS.labels(table, "rejected").inc()
-    log.warning(
-        "row refused by the database",
-        extra={
-            "stage": "store",
-            "mac": mac_from_topic(row[-2].topic),
-            "reason": STORE_REJECTED,
-            "table": table,
-            "detail": detail,
-        },
-    )
-    return Rejected(raw=row[-2], label=row[-1], table=table, detail=detail)
+    def _rejected(self, table: str, row: tuple, exc: BaseException) -> Rejected:
+        """The dead letter of one refused row: ``detail`` starts with the SQLSTATE."""
+        detail = f"{sqlstate_of(exc)}: {error_detail(exc)}"
+        self.counts[table].rejected += 1
+        ROWS.labels(table, "rejected").inc()
+        log.warning(
+            "row refused by the database",
+            extra={
+                "stage": "store",
+                "mac": mac_from_topic(row[-2].topic),
+                "reason": STORE_REJECTED,
+                "table": table,
+                "detail": detail,
+            },
+        )
+        return Rejected(raw=row[-2], label=row[-1], table=table, detail=detail)
 
 
 _submitters: PerThread[Callable[[RowBatch], Future[list[Rejected]]]] = PerThread()
