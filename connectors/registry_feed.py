@@ -13,7 +13,6 @@ caches).
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from datetime import UTC, datetime, timedelta
@@ -23,9 +22,8 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from prometheus_client import Counter
 from psycopg import sql
 
-from connectors.registry_store import ALL, RegistryChange, parse_change
-
-log = logging.getLogger("f2.registry")
+from connectors.failures import RetryPolicy, retry
+from connectors.registry_store import ALL, RegistryChange, parse_change, registry_failure
 
 CHANNEL = "f2_registry"
 FEED_ERRORS = Counter("f2_registry_feed_errors", "Change feed connection failures", ["reason"])
@@ -56,27 +54,34 @@ class _FeedPartition(StatelessSourcePartition[RegistryChange]):
         self._stop.set()
 
     def _listen(self) -> None:
-        delay = 0.1
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(self._dsn, autocommit=True) as conn:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
-                    row = conn.execute("SELECT version FROM f2_registry_version").fetchone()
-                    self._queue.put(RegistryChange(ALL, int(row[0]) if row else 0))
-                    delay = 0.1
-                    while not self._stop.is_set():
-                        for note in conn.notifies(timeout=1.0):
-                            change = parse_change(note.payload)
-                            if change is not None:
-                                self._queue.put(change)
-            except psycopg.Error as exc:
-                FEED_ERRORS.labels(type(exc).__name__).inc()
-                log.warning(
-                    "registry change feed disconnected; reconnecting",
-                    extra={"stage": "decode", "reason": type(exc).__name__},
-                )
-                self._stop.wait(delay)
-                delay = min(delay * 2, self._retry_max_s)
+        """Listen until stopped, reconnecting by the failure's class (``connectors.failures``)."""
+        policy = RetryPolicy(max_s=self._retry_max_s)
+        try:
+            retry(
+                self._listen_once,
+                registry_failure,
+                "registry_feed",
+                policy,
+                sleep=self._stop.wait,
+                stop=self._stop.is_set,
+            )
+        except psycopg.Error:
+            pass  # stopped while disconnected
+
+    def _listen_once(self) -> None:
+        try:
+            with psycopg.connect(self._dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                row = conn.execute("SELECT version FROM f2_registry_version").fetchone()
+                self._queue.put(RegistryChange(ALL, int(row[0]) if row else 0))
+                while not self._stop.is_set():
+                    for note in conn.notifies(timeout=1.0):
+                        change = parse_change(note.payload)
+                        if change is not None:
+                            self._queue.put(change)
+        except psycopg.Error as exc:
+            FEED_ERRORS.labels(type(exc).__name__).inc()
+            raise
 
 
 class RegistryFeedSource(DynamicSource[RegistryChange]):

@@ -4,9 +4,11 @@ Delivery guarantee: every lookup returns the controller's entry as PostgreSQL ha
 registry version no older than the last change notification this store applied for that
 controller; a lookup never fails. Redis is only a cache: any Redis error is counted
 (``f2_registry_failures_total{backend="redis"}``), Redis is skipped for a short back-off and
-entries come from PostgreSQL. A PostgreSQL error makes the lookup wait and retry with capped
-exponential backoff, forever: the worker stalls (so the source is not polled) and nothing is
-dropped.
+entries come from PostgreSQL. A PostgreSQL failure makes the lookup wait, by its class
+(``connectors.failures``): a transient one is retried with capped exponential backoff, forever;
+a blocked one (permission denied, a missing table; a row-class error here is a registry setup
+fault too) is retried every ``F2_REGISTRY_BLOCKED_RETRY_S`` with ``f2_registry_blocked`` at 1.
+Either way the worker stalls (so the source is not polled) and nothing is dropped.
 
 Freshness: a change feed (``connectors.registry_feed``) delivers :class:`RegistryChange` items
 (``<version>:<mac>`` or ``<version>:*``) that :meth:`RegistryStore.apply` turns into an eviction of
@@ -28,13 +30,15 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TypeVar
 
 import msgspec
 import psycopg
 import redis
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
+from connectors.failures import BLOCKED, ROW, Failure, Hold, RetryPolicy, db_failure, retry
 from connectors.per_thread import PerThread
 from connectors.registry_pg import load_controller
 from schemas.records import ControllerEntry
@@ -48,6 +52,11 @@ FAILURES = Counter(
     "f2_registry_failures",
     "Registry backend failures (Redis: fell back to PostgreSQL)",
     ["backend"],
+)
+REGISTRY_BLOCKED = Gauge(
+    "f2_registry_blocked",
+    "1 while the registry database refuses this process's reads (failure class blocked): decode"
+    " holds; f2_blocked_reason says why",
 )
 _HIT, _MISS = LOOKUPS.labels("hit"), LOOKUPS.labels("miss")
 
@@ -63,6 +72,7 @@ class RegistrySettings(msgspec.Struct, frozen=True):
     redis_timeout_s: float = 0.5
     redis_backoff_s: float = 5.0
     retry_max_s: float = 10.0
+    blocked_retry_s: float = 15.0
 
 
 def load_registry_settings(environ: Mapping[str, str] | None = None) -> RegistrySettings:
@@ -75,7 +85,14 @@ def load_registry_settings(environ: Mapping[str, str] | None = None) -> Registry
         redis_timeout_s=float(env.get("F2_REGISTRY_REDIS_TIMEOUT_S", base.redis_timeout_s)),
         redis_backoff_s=float(env.get("F2_REGISTRY_REDIS_BACKOFF_S", base.redis_backoff_s)),
         retry_max_s=float(env.get("F2_REGISTRY_RETRY_MAX_S", base.retry_max_s)),
+        blocked_retry_s=float(env.get("F2_REGISTRY_BLOCKED_RETRY_S", base.blocked_retry_s)),
     )
+
+
+def registry_failure(exc: BaseException) -> Failure | None:
+    """The failure class of a registry read: a row-class error is a registry setup fault."""
+    failure = db_failure(exc)
+    return BLOCKED if failure is ROW else failure
 
 
 class RegistryChange(msgspec.Struct, frozen=True):
@@ -121,6 +138,8 @@ class RegistryStore:
         self._cache: dict[str, tuple[ControllerEntry | None, float]] = {}
         self._floor: dict[str, int] = {}
         self._floor_all: int | None = None
+        self._policy = RetryPolicy(max_s=s.retry_max_s, blocked_s=s.blocked_retry_s)
+        self._hold = Hold("registry", REGISTRY_BLOCKED)
 
     def lookup(self, mac: str) -> tuple[ControllerEntry | None, bool]:
         """The entry of ``mac`` (None if not registered), and whether it was just loaded."""
@@ -197,25 +216,22 @@ class RegistryStore:
 
     def _postgres(self, read: Callable[[psycopg.Connection], T]) -> T:
         """``read`` in one REPEATABLE READ transaction, retried until PostgreSQL answers."""
-        delay = 0.1
-        while True:
-            try:
-                if self._pg is None or self._pg.closed:
-                    self._pg = psycopg.connect(self._dsn, autocommit=True)
-                    self._pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-                with self._pg.transaction():
-                    return read(self._pg)
-            except psycopg.Error as exc:
-                FAILURES.labels("postgres").inc()
-                log.warning(
-                    "registry database unavailable; retrying",
-                    extra={"stage": "decode", "reason": type(exc).__name__},
-                )
-                if self._pg is not None:
-                    self._pg.close()
-                    self._pg = None
-                self._sleep(delay)
-                delay = min(delay * 2, self._settings.retry_max_s)
+        attempt = partial(self._read_once, read)
+        return retry(attempt, registry_failure, "registry", self._policy, self._hold, self._sleep)
+
+    def _read_once(self, read: Callable[[psycopg.Connection], T]) -> T:
+        try:
+            if self._pg is None or self._pg.closed:
+                self._pg = psycopg.connect(self._dsn, autocommit=True)
+                self._pg.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            with self._pg.transaction():
+                return read(self._pg)
+        except Exception:
+            FAILURES.labels("postgres").inc()
+            if self._pg is not None:
+                self._pg.close()
+                self._pg = None
+            raise
 
 
 def _read_version(conn: psycopg.Connection) -> int:
