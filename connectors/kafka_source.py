@@ -39,6 +39,7 @@ from prometheus_client import Counter
 
 from connectors.consumer_lag import LagReporter
 from connectors.kafka_config import client_config
+from schemas.caches import ByteBoundedCache
 from schemas.records import RawMessage
 
 log = logging.getLogger("f2.decode")
@@ -71,8 +72,8 @@ overrides it."""
 
 _QOS = {b"0": 0, b"1": 1, b"2": 2}
 _TRUE = (b"1", b"true", b"True")
-_TOPIC_TEXT: dict[bytes, str] = {}
-TOPIC_CACHE_SIZE = 65536
+TOPIC_CACHE_BYTES = 16 << 20
+_TOPIC_TEXT: ByteBoundedCache[bytes, str] = ByteBoundedCache(TOPIC_CACHE_BYTES)
 
 
 def raw_message(msg: object, topic: str, partition: int) -> RawMessage:
@@ -90,9 +91,8 @@ def raw_message(msg: object, topic: str, partition: int) -> RawMessage:
     mqtt_topic = headers.get("mqtt_topic") or b""
     text = _TOPIC_TEXT.get(mqtt_topic)
     if text is None:
-        if len(_TOPIC_TEXT) >= TOPIC_CACHE_SIZE:
-            _TOPIC_TEXT.clear()
-        text = _TOPIC_TEXT[mqtt_topic] = mqtt_topic.decode("utf-8", "replace")
+        text = mqtt_topic.decode("utf-8", "replace")
+        _TOPIC_TEXT.put(mqtt_topic, text, 2 * len(mqtt_topic))
     qos_text = headers.get("mqtt_qos")
     qos = _QOS.get(qos_text)  # type: ignore[arg-type]
     if qos is None:

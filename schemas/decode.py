@@ -4,12 +4,15 @@ Both dataflows, the simulator's self-checks and ``f2 decode`` call :func:`decode
 raises: every problem is a :class:`~schemas.records.DecodeError` value with a SPEC §8 reason, and
 an unexpected exception (a bug) is turned into a ``bad_payload`` error naming it.
 
-Order of checks: topic (``bad_topic``; ``cmnd`` and ``/success`` topics are not telemetry), the
+Order of checks: topic (``bad_topic``: over the input limit's length, off the grammar, or a
+``cmnd`` or ``/success`` topic, which is not telemetry), the
 controller's registry entry (``unknown_device``; its ``TimeZone``, ``bad_registry``), for a sensor
 its pin (``unknown_device``) and template (``bad_registry``), then the payload (``bad_json``,
 ``bad_payload``), its timestamp (``bad_timestamp``) and its content. Errors about one data point or
 one event field carry its label (the field name); the message's other readings or events are
-still produced.
+still produced. A message over an input limit (:mod:`schemas.limits`) is one message-level error.
+An ambiguous local timestamp (the repeated hour of a clock change) takes the occurrence closer to
+the message's receive time.
 
 Everything that depends only on the topic and the registry entry (parsed topic, zone, sensor,
 compiled template) is a :class:`Route`, cached per topic and checked against the entry object, so
@@ -23,6 +26,7 @@ from typing import Any
 
 import msgspec
 
+from schemas.caches import ByteBoundedCache
 from schemas.frames import (
     TemplatePlan,
     decode_point,
@@ -31,6 +35,7 @@ from schemas.frames import (
     parse_hex,
     plan_for,
 )
+from schemas.limits import DEFAULT_LIMITS, InputLimits
 from schemas.payloads import decode_object, decode_sensor_payload, event_fields
 from schemas.reasons import BAD_PAYLOAD, BAD_REGISTRY, BAD_TOPIC, UNKNOWN_DEVICE
 from schemas.records import (
@@ -46,7 +51,9 @@ from schemas.timestamps import parse_timestamp, zone_for
 from schemas.topics import TopicInfo, parse_topic
 
 TELEMETRY_TYPES = ("stat", "tele")
-ROUTE_CACHE_SIZE = 65536
+ROUTE_CACHE_BYTES = 32 << 20
+ROUTE_COST_BYTES = 800
+"""A route's estimated size besides its topic: the parsed topic, the tuples and the cache slot."""
 
 
 class Route(msgspec.Struct, frozen=True):
@@ -63,38 +70,55 @@ class Route(msgspec.Struct, frozen=True):
     for other components."""
 
 
-_ROUTES: dict[str, tuple[ControllerEntry | None, Route | DecodeError]] = {}
+_ROUTES: ByteBoundedCache[str, tuple[ControllerEntry | None, Route | DecodeError]] = (
+    ByteBoundedCache(ROUTE_CACHE_BYTES)
+)
 
 
 def decode_message(
-    raw: RawMessage, entry: ControllerEntry | None, now: datetime | None = None
+    raw: RawMessage,
+    entry: ControllerEntry | None,
+    now: datetime | None = None,
+    limits: InputLimits = DEFAULT_LIMITS,
 ) -> list[Decoded]:
     """Decode one device message with its controller's registry entry (None if unregistered).
 
     ``now`` (default: the current time) is the clock the timestamp's future bound is checked
-    against.
+    against; ``limits`` bound what the message may hold.
     """
     try:
         cached = _ROUTES.get(raw.topic)
         if cached is not None and cached[0] is entry:
             route = cached[1]
         else:
+            too_long = topic_too_long(raw.topic, limits)
+            if too_long is not None:
+                return [too_long]  # never cached: such a topic could be 64 KiB
             route = route_for(raw.topic, entry)
         if type(route) is DecodeError:
             return [route]
+        received_s = raw.received_at_ms / 1000
         if route.plan is not None:
-            return _decode_sensor(raw.payload, route, now)
-        return _decode_event(raw.payload, route, now)
+            return _decode_sensor(raw.payload, route, now, limits, received_s)
+        return _decode_event(raw.payload, route, now, limits, received_s)
     except Exception as exc:  # a bug must not stop the pipeline: report it as a value
         return [DecodeError(BAD_PAYLOAD, f"unexpected {type(exc).__name__}: {exc}"[:300])]
+
+
+def topic_too_long(topic: str, limits: InputLimits) -> DecodeError | None:
+    """The ``bad_topic`` error of a topic over the length limit (UTF-8 bytes), else None."""
+    if len(topic) * 4 <= limits.topic_bytes:  # no UTF-8 character takes more than 4 bytes
+        return None
+    size = len(topic.encode("utf-8", "surrogatepass"))
+    if size <= limits.topic_bytes:
+        return None
+    return DecodeError(BAD_TOPIC, f"topic of {size} bytes exceeds {limits.topic_bytes}")
 
 
 def route_for(topic: str, entry: ControllerEntry | None) -> Route | DecodeError:
     """Work out (and cache) the route of ``topic`` with ``entry``, or the error its messages get."""
     route = _make_route(topic, entry)
-    if len(_ROUTES) >= ROUTE_CACHE_SIZE:
-        _ROUTES.clear()
-    _ROUTES[topic] = (entry, route)
+    _ROUTES.put(topic, (entry, route), 2 * len(topic) + ROUTE_COST_BYTES)
     return route
 
 
@@ -124,17 +148,19 @@ def _make_route(topic: str, entry: ControllerEntry | None) -> Route | DecodeErro
     return Route(info, entry, zone, sensor, plan, head)
 
 
-def _decode_sensor(payload: bytes, route: Route, now: datetime | None) -> list[Decoded]:
+def _decode_sensor(
+    payload: bytes, route: Route, now: datetime | None, limits: InputLimits, received_s: float
+) -> list[Decoded]:
     """Readings of one sensor frame (plus per-data-point errors), or one message-level error.
 
     The hot path of the pipeline, so the common case is written out here: a typed body, a frame
     that passes the Modbus checks (native CRC residue), all points read by one ``unpack_from``.
     Anything else takes the general functions, which name the problem.
     """
-    body = decode_sensor_payload(payload)
+    body = decode_sensor_payload(payload, limits.payload_bytes)
     if type(body) is DecodeError:
         return [body]
-    time = parse_timestamp(body.timestamp, route.zone, now)
+    time = parse_timestamp(body.timestamp, route.zone, now, received_s=received_s)
     if type(time) is DecodeError:
         return [time]
     data = body.data
@@ -180,15 +206,17 @@ def _decode_sensor(payload: bytes, route: Route, now: datetime | None) -> list[D
     return out
 
 
-def _decode_event(payload: bytes, route: Route, now: datetime | None) -> list[Decoded]:
+def _decode_event(
+    payload: bytes, route: Route, now: datetime | None, limits: InputLimits, received_s: float
+) -> list[Decoded]:
     """One event per field of a non-sensor message (plus per-field errors), or one error."""
-    body = decode_object(payload)
+    body = decode_object(payload, limits.payload_bytes)
     if type(body) is DecodeError:
         return [body]
-    time = parse_timestamp(body.get("timestamp"), route.zone, now)
+    time = parse_timestamp(body.get("timestamp"), route.zone, now, received_s=received_s)
     if type(time) is DecodeError:
         return [time]
-    pairs = event_fields(route.info.kind, body)
+    pairs = event_fields(route.info.kind, body, limits)
     if type(pairs) is DecodeError:
         return [pairs]
     mac, connector, component, controller_id, version = route.head

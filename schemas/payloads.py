@@ -1,11 +1,16 @@
 """Payload parsing per component (SPEC §3): JSON bodies to timestamps, frames and event fields.
 
-Bodies are decoded with prebuilt msgspec decoders and bounded in size (:data:`MAX_PAYLOAD_BYTES`);
-deep nesting and invalid JSON come back as errors, never exceptions. Event fields are normalised:
-aliases (``state``, ``door_1``/``door_2``) to their canonical names, booleans also from 0/1 and
-words, numbers written with a unit to floats, the reader's bytes-literal text to text or hex.
-Field-level problems are ``bad_payload`` errors naming the field; the message's other fields
-still become events.
+Bodies are decoded with prebuilt msgspec decoders and bounded in size (the input limits of
+:mod:`schemas.limits`); deep nesting and invalid JSON come back as errors, never exceptions. Event
+fields are normalised: aliases (``state``, ``door_1``/``door_2``) to their canonical names,
+booleans also from 0/1 and words, numbers written with a unit to floats, the reader's
+bytes-literal text to text or hex.
+
+A message over an input limit (too many fields, a field name that is too long or has other
+characters than ``[A-Za-z0-9_.-]``, a text value that is too long) is one message-level
+``bad_payload`` error and yields no event. Other field-level problems (a value that cannot be
+read, text with a NUL character, which no database text column holds) are ``bad_payload`` errors
+naming the field; the message's other fields still become events.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ from typing import Any
 
 import msgspec
 
+from schemas.limits import DEFAULT_LIMITS, FIELD_NAME_CHARACTERS, InputLimits
 from schemas.reasons import BAD_JSON, BAD_PAYLOAD
 from schemas.records import DecodeError
 
-MAX_PAYLOAD_BYTES = 65536
-MAX_TEXT_CHARS = 1023
+MAX_PAYLOAD_BYTES = DEFAULT_LIMITS.payload_bytes
+MAX_TEXT_CHARS = DEFAULT_LIMITS.text_chars
 NUMBER_CACHE_SIZE = 4096
 EventValue = bool | float | str
 
@@ -82,19 +88,21 @@ def _decode_error(exc: Exception) -> DecodeError:
     return DecodeError(BAD_JSON, f"payload is not JSON: {exc}"[:200])
 
 
-def _too_large(payload: bytes) -> DecodeError:
-    """The error for a body over the size bound."""
-    return DecodeError(BAD_PAYLOAD, f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+def too_large(payload: bytes, max_bytes: int) -> DecodeError:
+    """The error for a body over the size limit."""
+    return DecodeError(BAD_PAYLOAD, f"payload of {len(payload)} bytes exceeds {max_bytes}")
 
 
-def decode_sensor_payload(payload: bytes) -> SensorPayload | LooseSensorPayload | DecodeError:
+def decode_sensor_payload(
+    payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES
+) -> SensorPayload | LooseSensorPayload | DecodeError:
     """A sensor message body, or ``bad_json``/``bad_payload``.
 
     Typed decoding first; a body with an odd timestamp or data type is decoded again loosely,
     so the caller can name the problem (``bad_timestamp`` or ``bad_payload``).
     """
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return _too_large(payload)
+    if len(payload) > max_bytes:
+        return too_large(payload, max_bytes)
     try:
         return _SENSOR_DECODER.decode(payload)
     except msgspec.ValidationError:
@@ -107,10 +115,12 @@ def decode_sensor_payload(payload: bytes) -> SensorPayload | LooseSensorPayload 
         return _decode_error(exc)
 
 
-def decode_object(payload: bytes) -> dict[str, Any] | DecodeError:
+def decode_object(
+    payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES
+) -> dict[str, Any] | DecodeError:
     """An event message body as a JSON object, or ``bad_json``/``bad_payload``."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return _too_large(payload)
+    if len(payload) > max_bytes:
+        return too_large(payload, max_bytes)
     try:
         return _OBJECT_DECODER.decode(payload)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
@@ -118,14 +128,20 @@ def decode_object(payload: bytes) -> dict[str, Any] | DecodeError:
 
 
 def event_fields(
-    kind: str, body: dict[str, Any]
+    kind: str, body: dict[str, Any], limits: InputLimits = DEFAULT_LIMITS
 ) -> list[tuple[str, EventValue | DecodeError]] | DecodeError:
     """The normalised ``(field, value)`` pairs of an event body, in body order.
 
     A field whose value cannot be read has a ``bad_payload`` error (labelled with the field) as
-    its value. A body without any of the component's own fields is a message-level
-    ``bad_payload``. Where a field and its alias both appear, the canonical spelling wins.
+    its value. A body without any of the component's own fields, or over one of ``limits``, is a
+    message-level ``bad_payload``. Where a field and its alias both appear, the canonical spelling
+    wins.
     """
+    fields = len(body) - ("timestamp" in body)
+    if fields > limits.event_fields:
+        return DecodeError(
+            BAD_PAYLOAD, f"{fields} event fields exceed the limit of {limits.event_fields}"
+        )
     specs = _FIELD_SPECS[kind]
     pairs: list[tuple[str, EventValue | DecodeError]] = []
     own_field = False
@@ -135,19 +151,35 @@ def event_fields(
             continue
         canonical, reader, is_alias = spec
         if canonical is None:
+            if not limits.field_name_ok(name):
+                return _bad_field_name(name, limits)
             canonical = name
         elif is_alias and canonical in body:
             continue
         else:
             own_field = True
+        if type(value) is str and len(value) > limits.text_chars:
+            detail = f"{canonical}: text of {len(value)} chars exceeds {limits.text_chars}"
+            return DecodeError(BAD_PAYLOAD, detail)
         result = reader(value)
         if type(result) is DecodeError:
             result = DecodeError(result.reason, result.detail, canonical)
+        elif type(result) is str and "\x00" in result:
+            result = DecodeError(BAD_PAYLOAD, "text contains a NUL character", canonical)
         pairs.append((canonical, result))
     if not own_field:
         names = ", ".join(BOOLEAN_FIELDS[kind][0] or (READER_FIELD,))
         return DecodeError(BAD_PAYLOAD, f"{kind} payload has none of the fields {names}")
     return pairs
+
+
+def _bad_field_name(name: str, limits: InputLimits) -> DecodeError:
+    shown = name[:40].encode("unicode_escape").decode("ascii")
+    detail = (
+        f"event field name {shown!r}{'…' if len(name) > 40 else ''} ({len(name)} chars) is not"
+        f" {limits.field_name_chars} characters or fewer of [{FIELD_NAME_CHARACTERS}]"
+    )
+    return DecodeError(BAD_PAYLOAD, detail)
 
 
 def read_boolean(value: object) -> bool | DecodeError:
@@ -182,7 +214,8 @@ def read_number(text: str) -> float | None:
 
 
 def read_scalar(value: object) -> EventValue | DecodeError:
-    """An extra field's value: boolean, number (also from text with a unit) or short text."""
+    """An extra field's value: boolean, number (also from text with a unit) or text (its length
+    is bounded by :func:`event_fields`)."""
     kind = type(value)
     if kind is bool:
         return value
@@ -190,8 +223,6 @@ def read_scalar(value: object) -> EventValue | DecodeError:
         number = read_number(value)
         if number is not None:
             return number
-        if len(value) > MAX_TEXT_CHARS:
-            return DecodeError(BAD_PAYLOAD, f"text of {len(value)} chars exceeds {MAX_TEXT_CHARS}")
         return value
     if kind is int or kind is float:
         try:
@@ -208,7 +239,7 @@ def reader_text(value: object) -> str | DecodeError:
     """A reader's ``data``: bytes as text if printable ASCII, else lowercase hex."""
     if not isinstance(value, str):
         return DecodeError(BAD_PAYLOAD, f"reader data is not text: {type(value).__name__}")
-    data = parse_bytes_literal(value)
+    data = parse_bytes_literal(value, max_chars=len(value))
     if data is None:
         return DecodeError(BAD_PAYLOAD, f"reader data is not a bytes literal: {value[:80]!r}")
     text = data.decode("ascii") if data.isascii() else ""
@@ -233,13 +264,13 @@ _LITERAL_STARTS = ("b'", 'b"', "B'", 'B"')
 _ALL_HEX_ESCAPES = re.compile(r"(?:\\x[0-9a-fA-F]{2})+")
 
 
-def parse_bytes_literal(text: str) -> bytes | None:
+def parse_bytes_literal(text: str, max_chars: int = MAX_TEXT_CHARS) -> bytes | None:
     """The bytes of a Python bytes literal (``b'..'``/``b".."``) without ``eval``, or None.
 
     Plain printable ASCII text without the ``b'..'`` wrapper is taken as its own bytes. At most
-    :data:`MAX_TEXT_CHARS` characters are accepted.
+    ``max_chars`` characters are accepted (the reader's caller bounds them by the input limits).
     """
-    if len(text) > MAX_TEXT_CHARS or not text.isascii():
+    if len(text) > max_chars or not text.isascii():
         return None
     if text[:2] not in _LITERAL_STARTS:
         return text.encode("ascii") if text.isprintable() else None

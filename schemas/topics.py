@@ -4,7 +4,10 @@
 ``cmnd``/``stat``/``tele``, the MAC as 12 hex digits (upper case accepted, normalised to lower
 case), ``J1``..``J4`` (legacy ``1``..``4`` normalised to ``J<n>``) and a component that belongs to
 the mode, with its index in range. :func:`parse_topic` is cached: a fleet repeats a bounded set
-of topics. :func:`mac_from_topic` is the cheap key extraction for the ingest hop.
+of topics. :func:`mac_from_topic` is the cheap key extraction for the ingest hop. Both caches
+take only topics of at most :data:`CACHED_TOPIC_CHARS` characters (a grammatical topic has
+fewer than 80), so a device sending long topics cannot grow them past about
+``TOPIC_CACHE_SIZE × CACHED_TOPIC_CHARS`` characters each.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ MODE_COMPONENTS: dict[str, tuple[tuple[str, int], ...]] = {
 }
 CONNECTORS = {"J1": 1, "J2": 2, "J3": 3, "J4": 4, "1": 1, "2": 2, "3": 3, "4": 4}
 TOPIC_CACHE_SIZE = 65536
+CACHED_TOPIC_CHARS = 256
 _HEX_DIGITS = "0123456789abcdef"
 
 
@@ -82,9 +86,15 @@ def normalise_mac(text: str) -> str | None:
     return mac
 
 
-@lru_cache(maxsize=TOPIC_CACHE_SIZE)
 def mac_from_topic(topic: str) -> str | None:
-    """The controller MAC (lower case) of a topic, or None; reads the second level only. Cached."""
+    """The controller MAC (lower case) of a topic, or None; reads the second level only. Cached
+    for topics of at most :data:`CACHED_TOPIC_CHARS` characters."""
+    if len(topic) > CACHED_TOPIC_CHARS:
+        return _mac_from_topic(topic)
+    return _cached_mac_from_topic(topic)
+
+
+def _mac_from_topic(topic: str) -> str | None:
     start = topic.find("/") + 1
     end = topic.find("/", start)
     if start == 0 or end - start != 15 or not topic.startswith("f2-", start):
@@ -92,9 +102,18 @@ def mac_from_topic(topic: str) -> str | None:
     return normalise_mac(topic[start + 3 : end])
 
 
-@lru_cache(maxsize=TOPIC_CACHE_SIZE)
+_cached_mac_from_topic = lru_cache(maxsize=TOPIC_CACHE_SIZE)(_mac_from_topic)
+
+
 def parse_topic(topic: str) -> TopicInfo | DecodeError:
-    """Parse and validate a device topic; a topic off the grammar is ``bad_topic``."""
+    """Parse and validate a device topic; a topic off the grammar is ``bad_topic``. Cached for
+    topics of at most :data:`CACHED_TOPIC_CHARS` characters."""
+    if len(topic) > CACHED_TOPIC_CHARS:
+        return _parse_topic(topic)
+    return _cached_parse_topic(topic)
+
+
+def _parse_topic(topic: str) -> TopicInfo | DecodeError:
     parts = topic.split("/")
     success = len(parts) == 6 and parts[5] == "success"
     if len(parts) != 5 and not success:
@@ -115,6 +134,9 @@ def parse_topic(topic: str) -> TopicInfo | DecodeError:
     if found is None:
         return DecodeError(BAD_TOPIC, f"component {component!r} does not belong to {mode}")
     return TopicInfo(kind_type, mac, mode, f"J{number}", number, component, *found, success)
+
+
+_cached_parse_topic = lru_cache(maxsize=TOPIC_CACHE_SIZE)(_parse_topic)
 
 
 def format_topic(
