@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from schemas import decode as decode_module
 from schemas.decode import decode_message, output_record
 from schemas.encode import encode_value, modbus_exception_frame, modbus_frame
-from schemas.reasons import ALL_REASONS, DECODE_REASONS, STORE_REJECTED
+from schemas.reasons import ALL_REASONS, DECODE_REASONS, STORE_REJECTED, UNDELIVERABLE
 from schemas.records import (
     ControllerEntry,
     DataPointDef,
@@ -48,8 +48,8 @@ def env_frame(temperature: float, humidity: float, co2: float) -> bytes:
 
 
 def test_reasons_are_the_spec_list() -> None:
-    assert len(ALL_REASONS) == len(set(ALL_REASONS)) == 13
-    assert set(DECODE_REASONS) == set(ALL_REASONS) - {STORE_REJECTED}
+    assert len(ALL_REASONS) == len(set(ALL_REASONS)) == 14
+    assert set(DECODE_REASONS) == set(ALL_REASONS) - {STORE_REJECTED, UNDELIVERABLE}
 
 
 def test_seed_fleet_frames_decode_to_expected_units(seed_fleet: dict[str, ControllerEntry]) -> None:
@@ -183,7 +183,7 @@ def test_sensor_payload_shape_errors(controller: ControllerEntry) -> None:
 def test_unexpected_exceptions_become_errors(
     monkeypatch: pytest.MonkeyPatch, controller: ControllerEntry
 ) -> None:
-    def broken(*args: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(decode_module, "parse_timestamp", broken)
