@@ -174,9 +174,10 @@ def event_fields(
 
 
 def _bad_field_name(name: str, limits: InputLimits) -> DecodeError:
-    shown = name[:40].encode("unicode_escape").decode("ascii")
+    shown = name.encode("unicode_escape").decode("ascii")
+    shown = shown if len(shown) <= 40 else shown[:40] + "…"
     detail = (
-        f"event field name {shown!r}{'…' if len(name) > 40 else ''} ({len(name)} chars) is not"
+        f"event field name '{shown}' ({len(name)} chars) is not"
         f" {limits.field_name_chars} characters or fewer of [{FIELD_NAME_CHARACTERS}]"
     )
     return DecodeError(BAD_PAYLOAD, detail)

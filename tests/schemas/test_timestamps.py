@@ -142,3 +142,51 @@ def test_fast_path_matches_exact_conversion(local: datetime, zone_name: str) -> 
 def test_any_value_gives_a_time_or_bad_timestamp(value: object) -> None:
     result = parse_timestamp(value, BERLIN, NOW)
     assert isinstance(result, datetime) or result.reason == BAD_TIMESTAMP
+
+
+def test_fall_back_hour_takes_the_occurrence_closer_to_the_receive_time() -> None:
+    first, second = utc(2024, 10, 27, 0, 30), utc(2024, 10, 27, 1, 30)  # 02:30 CEST, 02:30 CET
+    text = "2024-10-27 02:30:00.000000"
+    assert parse_timestamp(text, BERLIN, LATER, received_s=first.timestamp() + 2) == first
+    assert parse_timestamp(text, BERLIN, LATER, received_s=second.timestamp() + 2) == second
+    # Received long after: still the nearer one (the second), not a guess.
+    assert parse_timestamp(text, BERLIN, LATER, received_s=LATER.timestamp()) == second
+    assert parse_timestamp(text, BERLIN, LATER, received_s=0) == first  # unknown: the first
+    # Outside the repeated hour the receive time changes nothing.
+    normal = "2024-10-27 04:30:00.000000"
+    assert parse_timestamp(normal, BERLIN, LATER, received_s=first.timestamp()) == utc(
+        2024, 10, 27, 3, 30
+    )
+    gap = parse_timestamp("2024-03-31 02:30:00", BERLIN, NOW, received_s=NOW.timestamp())
+    assert isinstance(gap, DecodeError)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(2000, 1, 2), max_value=datetime(2037, 12, 1)),
+    ZONES,
+    st.integers(min_value=0, max_value=120),
+)
+def test_a_live_controller_is_stored_at_its_own_instant(
+    instant: datetime, zone_name: str, delay_s: int
+) -> None:
+    """A controller stamps local wall-clock time; received within two minutes, every instant
+    (both passes of a repeated hour included) comes back as itself."""
+    zone = ZoneInfo(zone_name)
+    moment = instant.replace(tzinfo=UTC, microsecond=0)
+    local = moment.astimezone(zone).replace(tzinfo=None)
+    text = local.strftime("%Y-%m-%d %H:%M:%S.%f")
+    received = moment.timestamp() + delay_s
+    assert parse_timestamp(text, zone, datetime(2040, 1, 1, tzinfo=UTC), received_s=received) == (
+        moment
+    )
+
+
+def test_every_30_s_across_the_change_gives_distinct_instants() -> None:
+    start = utc(2024, 10, 26, 23, 0)  # 01:00 CEST
+    seen = []
+    for step in range(2 * 3600 // 30 + 120):
+        moment = start + timedelta(seconds=30 * step)
+        text = moment.astimezone(BERLIN).strftime("%Y-%m-%d %H:%M:%S.%f")
+        seen.append(parse_timestamp(text, BERLIN, LATER, received_s=moment.timestamp() + 1))
+    assert seen == [start + timedelta(seconds=30 * step) for step in range(len(seen))]
