@@ -1,7 +1,8 @@
 """The decode flow's per-batch step: raw messages (+ registry changes) to rows and Kafka records.
 
 Delivery guarantee: none of its own (pure mapping plus registry lookups); it never raises for a
-bad message: every problem is a dead-letter record with a SPEC §8 reason. Per input batch it
+bad message: every problem is a dead-letter record with a SPEC §8 reason, at most one per
+(reason, label) and message (a message over an input limit is one). Per input batch it
 returns one :class:`DecodeOutput`: the rows for storage, the ``decoded_iot_data`` records (one
 JSON object per reading or event, SPEC §6) and the ``dlq_iot_data`` records (original raw value;
 headers ``mqtt_topic``, ``reason``, ``detail``, ``stage``, ``source_topic``, ``source_partition``,
@@ -20,6 +21,7 @@ from connectors.kafka_sink import KafkaRecord
 from connectors.registry_store import RegistryChange, RegistryStore
 from connectors.store_rows import Rejected, RowBatch, event_row, mark, reading_row
 from schemas.decode import decode_message, iso_utc
+from schemas.limits import DEFAULT_LIMITS, InputLimits
 from schemas.privacy import PrivacySettings, hash_card_id, load_privacy_settings
 from schemas.reasons import ALL_REASONS, STORE_REJECTED
 from schemas.records import ControllerEntry, DecodeError, Event, RawMessage, Reading
@@ -115,11 +117,13 @@ class DecodeStep:
         dlq_topic: str,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         privacy: PrivacySettings | None = None,
+        limits: InputLimits = DEFAULT_LIMITS,
     ) -> None:
         self._store_for = store_for
         self._decoded_topic = decoded_topic
         self._dlq_topic = dlq_topic
         self._now = now
+        self._limits = limits
         # Reader values (card ids) are credentials: with a key configured they are replaced by
         # their keyed hash before they reach storage or decoded_iot_data (the raw archive and the
         # DLQ keep the original payload; give those topics a short retention or restrict them).
@@ -131,7 +135,7 @@ class DecodeStep:
         rows = RowBatch()
         decoded: list[KafkaRecord] = []
         dlq: list[KafkaRecord] = []
-        decoded_topic, dlq_topic = self._decoded_topic, self._dlq_topic
+        decoded_topic, dlq_topic, limits = self._decoded_topic, self._dlq_topic, self._limits
         seen: dict[str, ControllerEntry | None] = {}  # this batch's lookups
         outcomes = [0, 0, 0]  # ok, partial, failed
         n_readings = n_events = 0
@@ -155,10 +159,16 @@ class DecodeStep:
             stored_time = None
             stamp = ""
             failed = 0
-            for item in decode_message(raw, entry, now):
+            dead: set[tuple[str, str | None]] | None = None
+            for item in decode_message(raw, entry, now, limits):
                 kind = type(item)
                 if kind is DecodeError:
                     failed += 1
+                    if dead is None:
+                        dead = set()
+                    elif (item.reason, item.label) in dead:
+                        continue  # one dead letter per (reason, label) and message
+                    dead.add((item.reason, item.label))
                     ERRORS.labels("decode", item.reason).inc()
                     dlq.append(
                         dlq_record(raw, item.reason, item.detail, "decode", item.label, dlq_topic)

@@ -2,13 +2,25 @@
 
 Delivery guarantee: at-least-once. Records are produced with ``acks=all`` on an idempotent
 producer; only failed deliveries get a report (``delivery.report.only.error``), and a failed
-record is never dropped: it is produced again after a backoff (counted in
-``f2_kafka_sink_retries_total``), for as long as it takes, so while Kafka is down the worker blocks
-and upstream acks wait with it. Only errors that retrying cannot fix (authentication,
-authorisation, a record larger than the broker accepts, a bad configuration) raise, which stops
-the flow loudly. A fatal idempotent-producer error (e.g. the broker lost the producer's state)
-makes every unconfirmed record of the round be produced again on a new producer. Records can be
-duplicated (a retry, a replayed epoch); never lost.
+record is never dropped. What happens to it depends on its failure class
+(``connectors.failures``):
+
+- *transient* (brokers or leaders unavailable, timeouts): produced again after a capped backoff
+  (counted in ``f2_kafka_sink_retries_total``), for as long as it takes, so while Kafka is down the
+  worker blocks and upstream acks wait with it.
+- *row* (the producer or the broker refuses the record for its size): the record is replaced by a
+  dead letter, reason ``undeliverable`` with the sink's ``stage`` (SPEC §8), on the dead-letter
+  topic; where that topic refuses it too, the dead letter holds the first 64 KiB of the value
+  (less if that is still refused) with the headers ``original_size`` and ``sha256``. The flow goes
+  on; the epoch completes once the dead letter is stored.
+- *blocked* (authentication, authorisation, a missing topic, a bad configuration): the flow holds
+  (nothing acknowledged, nothing lost), the records are produced again every
+  :data:`BLOCKED_RETRY_S` seconds, and ``f2_kafka_blocked`` is 1 with the error in
+  ``f2_blocked_reason`` until a delivery succeeds.
+
+A fatal idempotent-producer error (e.g. the broker lost the producer's state) makes every
+unconfirmed record of the round be produced again on a new producer. Records can be duplicated (a
+retry, a replayed epoch); never lost.
 
 Two sinks, one delivery engine:
 
@@ -25,16 +37,19 @@ Two sinks, one delivery engine:
 
 Configuration: any librdkafka setting passes through, from the ``config`` dict and from
 ``F2_KAFKA_<SETTING>`` environment variables (``F2_KAFKA_SECURITY_PROTOCOL=SASL_SSL`` →
-``security.protocol``); ``F2_KAFKA_BOOTSTRAP`` is ``bootstrap.servers`` (see ``schemas.settings``).
+``security.protocol``); ``F2_KAFKA_BOOTSTRAP`` is ``bootstrap.servers`` (see
+``schemas.settings``). The producer's queue is bounded (``queue.buffering.max.kbytes``, 64 MiB by
+default): a full queue waits.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
 from collections import Counter as Tally
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from operator import attrgetter
 
 import msgspec
@@ -47,7 +62,18 @@ from bytewax.outputs import (
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter, Gauge
 
+from connectors.failures import (
+    BLOCKED,
+    ROW,
+    TRANSIENT,
+    Failure,
+    Hold,
+    RetryPolicy,
+    kafka_failure,
+    retry,
+)
 from connectors.per_thread import PerThread
+from schemas.reasons import UNDELIVERABLE
 
 log = logging.getLogger("f2.kafka_sink")
 
@@ -66,6 +92,21 @@ CLIENT_ERRORS = Counter(
     "f2_kafka_sink_client_errors", "librdkafka client-level errors (it retries)", ["reason"]
 )
 IN_FLIGHT = Gauge("f2_kafka_sink_in_flight", "Records produced and not yet confirmed", ["worker"])
+KAFKA_BLOCKED = Gauge(
+    "f2_kafka_blocked",
+    "1 while Kafka refuses this process's records for a setup reason (failure class blocked:"
+    " authentication, authorisation, a missing topic): the flow holds; f2_blocked_reason says why",
+)
+UNDELIVERABLE_RECORDS = Counter(
+    "f2_kafka_sink_undeliverable",
+    "Records Kafka refused for their size, dead-lettered as undeliverable (stage: the flow's)",
+    ["topic", "stage"],
+)
+TRUNCATED = Counter(
+    "f2_kafka_sink_dead_letters_truncated",
+    "Dead letters the dead-letter topic refused for their size, stored truncated",
+    ["topic"],
+)
 
 DEFAULTS: dict[str, object] = {
     "acks": "all",
@@ -75,27 +116,20 @@ DEFAULTS: dict[str, object] = {
     # Surface a stuck delivery to the retry loop (and its metric) instead of waiting 5 minutes.
     "message.timeout.ms": 10000,
     "queue.buffering.max.messages": 200000,
+    # Bounded memory: a full queue waits (BufferError, polled) instead of growing to 1 GiB.
+    "queue.buffering.max.kbytes": 65536,
 }
 ENV_PREFIX = "F2_KAFKA_"
 # F2_KAFKA_* variables that configure the local stack's topics, not the client.
 _NOT_CLIENT_SETTINGS = frozenset(
     {"PARTITIONS", "BOOTSTRAP_FILE", "RETENTION_MS", "RETENTION_BYTES"}
 )
-RETRY_BACKOFF_S = (0.2, 10.0)
-
-_NOT_RETRIABLE = frozenset(
-    {
-        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-        KafkaError.SASL_AUTHENTICATION_FAILED,
-        KafkaError._AUTHENTICATION,
-        KafkaError.MSG_SIZE_TOO_LARGE,
-        KafkaError.RECORD_LIST_TOO_LARGE,
-        KafkaError.INVALID_CONFIG,
-        KafkaError._INVALID_ARG,
-        KafkaError.INVALID_REQUIRED_ACKS,
-    }
-)
+BLOCKED_RETRY_S = 15.0
+RETRY_POLICY = RetryPolicy(first_s=0.2, max_s=10.0, blocked_s=BLOCKED_RETRY_S)
+DEAD_LETTER_VALUE_BYTES = 65536
+"""A dead letter the dead-letter topic refuses for its size keeps this much of its value (SPEC §8),
+halved again while it is still refused, down to :data:`DEAD_LETTER_MIN_BYTES`."""
+DEAD_LETTER_MIN_BYTES = 1024
 
 
 class KafkaRecord(msgspec.Struct, frozen=True):
@@ -111,8 +145,71 @@ class KafkaRecord(msgspec.Struct, frozen=True):
 _TOPIC_OF = attrgetter("topic")
 
 
-class KafkaSinkError(RuntimeError):
-    """A delivery failed for a reason retrying cannot fix (configuration, authorisation, size)."""
+class DeadLetters(msgspec.Struct, frozen=True):
+    """Where a sink sends the records Kafka refuses for their size: the dead-letter ``topic``,
+    the ``stage`` named in their headers, and ``count`` called once per dead letter (the flow's
+    ``undeliverable`` counter)."""
+
+    topic: str
+    stage: str
+    count: Callable[[], None] | None = None
+
+
+class DeliveryFailed(Exception):
+    """A delivery round left records to produce again, the worst failure class among them."""
+
+    def __init__(self, failure: Failure, error: KafkaError) -> None:
+        super().__init__(error.str())
+        self.failure = failure
+        self.sqlstate = _reason(error)  # read by failures.sqlstate_of: the code in logs and hold
+
+
+def _delivery_failure(exc: BaseException) -> Failure | None:
+    return exc.failure if isinstance(exc, DeliveryFailed) else None
+
+
+def _replace_headers(
+    headers: list[tuple[str, bytes]], new: list[tuple[str, bytes]]
+) -> list[tuple[str, bytes]]:
+    names = {name for name, _ in new}
+    return [h for h in headers if h[0] not in names] + new
+
+
+def dead_letter(record: KafkaRecord, error: KafkaError, dlq: DeadLetters) -> KafkaRecord | None:
+    """What to produce instead of ``record``, which Kafka refused for its size.
+
+    A record for another topic becomes an ``undeliverable`` dead letter (its value and headers,
+    plus ``reason``, ``detail``, ``stage`` and ``target_topic``). A dead letter becomes a
+    truncated one: the first :data:`DEAD_LETTER_VALUE_BYTES` of the value with ``original_size``
+    and ``sha256`` of the whole value, halved on each further refusal; None below
+    :data:`DEAD_LETTER_MIN_BYTES` (the dead-letter topic cannot hold even that: a setup fault).
+    """
+    if record.topic != dlq.topic:
+        detail = f"{error.str()}: {len(record.value)} bytes for {record.topic}"
+        headers = _replace_headers(
+            list(record.headers),
+            [
+                ("reason", UNDELIVERABLE.encode()),
+                ("detail", detail.encode()),
+                ("stage", dlq.stage.encode()),
+                ("target_topic", record.topic.encode()),
+            ],
+        )
+        return KafkaRecord(dlq.topic, record.key, record.value, headers)
+    original = dict(record.headers).get("original_size")
+    if original is None:
+        size = min(DEAD_LETTER_VALUE_BYTES, len(record.value) // 2 or 1)
+        if len(record.value) > DEAD_LETTER_VALUE_BYTES:
+            size = DEAD_LETTER_VALUE_BYTES
+        digest = hashlib.sha256(record.value).hexdigest().encode()
+        extra = [("original_size", str(len(record.value)).encode()), ("sha256", digest)]
+        headers = _replace_headers(list(record.headers), extra)
+    else:
+        size = len(record.value) // 2
+        headers = list(record.headers)
+    if size < DEAD_LETTER_MIN_BYTES:
+        return None
+    return KafkaRecord(record.topic, record.key, record.value[:size], headers, record.partition)
 
 
 def env_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -158,18 +255,28 @@ class _Delivery:
     """One producer and its delivery bookkeeping (one per worker thread; not thread-safe).
 
     ``produce`` hands records to librdkafka; ``settle`` returns once every record produced since
-    the last ``settle`` is confirmed, producing failed ones again. Only failures get delivery
-    reports (``delivery.report.only.error``, one callback for the producer, none per record): a
-    successful record costs no Python call, and a failed one is rebuilt from its report.
+    the last ``settle`` is confirmed, producing failed ones again (or their dead letters). Only
+    failures get delivery reports (``delivery.report.only.error``, one callback for the producer,
+    none per record): a successful record costs no Python call, and a failed one is rebuilt from
+    its report.
     """
 
-    def __init__(self, config: dict[str, object], worker: str) -> None:
+    def __init__(
+        self,
+        config: dict[str, object],
+        worker: str,
+        dead_letters: DeadLetters | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
         self._config = config
+        self._dlq = dead_letters
+        self._policy = policy or RETRY_POLICY
         self._failed: list[tuple[KafkaError, Message]] = []
         self._producer = self._new_producer()
         self._batch: list[list[KafkaRecord]] = []
         self._in_flight = IN_FLIGHT.labels(worker)
         self._produced = 0
+        self._hold = Hold("kafka", KAFKA_BLOCKED)
 
     def _new_producer(self) -> Producer:
         return Producer(
@@ -187,6 +294,8 @@ class _Delivery:
             "kafka client error (librdkafka retries)",
             extra={"stage": "kafka_sink", "reason": _reason(error), "detail": error.str()},
         )
+        if kafka_failure(error) is BLOCKED:  # e.g. authentication: deliveries will time out
+            self._hold.enter(_reason(error), error.str())
 
     def _on_failure(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
@@ -197,7 +306,8 @@ class _Delivery:
         self._batch.append(records)
         producer = self._producer
         produce = producer.produce
-        for record in records:
+        replaced = False
+        for index, record in enumerate(records):
             while True:
                 try:
                     if record.partition is None:
@@ -220,24 +330,81 @@ class _Delivery:
                     error: KafkaError = exc.args[0]
                     if error.fatal():
                         return True
-                    raise KafkaSinkError(f"kafka produce refused: {error.str()}") from exc
+                    record = self._refused(record, error)
+                    if not replaced:  # the caller's list stays as it was
+                        records = self._batch[-1] = list(records)
+                        replaced = True
+                    records[index] = record
         self._produced += len(records)
         self._in_flight.set(self._produced)
         return False
 
-    def settle(self, fatal: bool = False) -> None:
-        """Return once every record produced so far is confirmed (retrying failures, forever)."""
-        backoff = RETRY_BACKOFF_S[0]
-        while self._batch:
-            retry = self._round(fatal)
-            if not retry:
-                break
-            time.sleep(backoff)
-            backoff = min(backoff * 2, RETRY_BACKOFF_S[1])
-            fatal = self.produce(retry)
+    def _refused(self, record: KafkaRecord, error: KafkaError) -> KafkaRecord:
+        """What to produce instead of ``record``, which ``produce`` refused with ``error``: its
+        dead letter if it is too large, else the record itself after the class's wait."""
+        failure = kafka_failure(error)
+        if failure is ROW:
+            replacement = self._dead_letter(record, error)
+            if replacement is not None:
+                return replacement
+            failure = BLOCKED
+        if failure is BLOCKED:
+            self._hold.enter(_reason(error), error.str())
+            RETRIES.labels(record.topic, _reason(error)).inc()
+            time.sleep(self._policy.blocked_s)
+        else:
+            time.sleep(self._policy.first_s)
+        return record
 
-    def _round(self, fatal: bool) -> list[KafkaRecord]:
-        """Wait for the outstanding records; the ones to produce again (producer rebuilt)."""
+    def _dead_letter(self, record: KafkaRecord, error: KafkaError) -> KafkaRecord | None:
+        """The dead letter of a record refused for its size (None: it cannot be stored at all)."""
+        if self._dlq is None:
+            return None
+        replacement = dead_letter(record, error, self._dlq)
+        if replacement is None:
+            return None
+        if record.topic == self._dlq.topic:
+            TRUNCATED.labels(record.topic).inc()
+            what = "dead letter stored truncated (the dead-letter topic refused its size)"
+        else:
+            UNDELIVERABLE_RECORDS.labels(record.topic, self._dlq.stage).inc()
+            if self._dlq.count is not None:
+                self._dlq.count()
+            what = "record refused by Kafka for its size; dead-lettered as undeliverable"
+        log.warning(
+            what,
+            extra={
+                "stage": self._dlq.stage,
+                "reason": UNDELIVERABLE,
+                "topic": record.topic,
+                "bytes": len(record.value),
+                "detail": error.str(),
+            },
+        )
+        return replacement
+
+    def settle(self, fatal: bool = False) -> None:
+        """Return once every record produced so far is confirmed (module docstring: failures are
+        produced again, dead-lettered, or held, by class)."""
+        if not self._batch:
+            return
+        pending: list[KafkaRecord] = []
+
+        def attempt() -> None:
+            nonlocal fatal, pending
+            if pending:
+                fatal = self.produce(pending) or fatal
+                pending = []
+            pending, failure, error = self._round(fatal)
+            fatal = False
+            if pending:
+                raise DeliveryFailed(failure, error)
+
+        retry(attempt, _delivery_failure, "kafka", self._policy, self._hold)
+
+    def _round(self, fatal: bool) -> tuple[list[KafkaRecord], Failure, KafkaError | None]:
+        """Wait for the outstanding records; the ones to produce again (producer rebuilt), the
+        worst failure class among them and its error."""
         left = 1
         while left and not fatal:
             try:
@@ -253,41 +420,42 @@ class _Delivery:
         batch, failed = self._batch, self._failed
         self._batch, self._failed, self._produced = [], [], 0
         reasons: Tally[str] = Tally()
-        retry: list[KafkaRecord] = []
+        retry_records: list[KafkaRecord] = []
+        worst, worst_error = TRANSIENT, None
         for error, message in failed:
-            if error.code() in _NOT_RETRIABLE:
-                raise KafkaSinkError(
-                    f"kafka delivery to {message.topic()} failed, not retriable: {error.str()}"
-                )
+            record = _from_report(message)
+            failure = kafka_failure(error)
+            if failure is ROW:
+                replacement = self._dead_letter(record, error)
+                if replacement is not None:
+                    retry_records.append(replacement)
+                    continue
+                failure = BLOCKED
+            if failure is BLOCKED or worst_error is None:
+                worst, worst_error = failure, error
             fatal = fatal or error.fatal()
             reasons[_reason(error)] += 1
-            retry.append(_from_report(message))
+            retry_records.append(record)
         if fatal:
             # Which records the broker stored is unknown: produce all of them again.
-            retry = [record for records in batch for record in records]
-            reasons = Tally({"unconfirmed": len(retry)})
+            retry_records = [record for records in batch for record in records]
+            reasons = Tally({"unconfirmed": len(retry_records)})
+            worst_error = worst_error or KafkaError(KafkaError._FATAL)
         delivered: Tally[str] = Tally()
         for records in batch:
             delivered.update(map(_TOPIC_OF, records))  # counted in C: this runs per record
-        for record in retry:
+        for record in retry_records:
             delivered[record.topic] -= 1
         for topic, count in delivered.items():
             DELIVERED.labels(topic, "any").inc(max(count, 0))
-        if retry:
-            self._count_retries(retry, reasons)
+        if retry_records:
+            for reason, count in reasons.items():
+                RETRIES.labels(retry_records[0].topic, reason).inc(count)
             # After a failed round the idempotent producer's sequence state may no longer match
             # the broker's (a restarted broker forgets producer ids; timed-out batches leave
             # gaps), which can stall its retries: produce the retries on a fresh producer.
             self._reset_producer("fatal" if fatal else "failed_delivery")
-        return retry
-
-    def _count_retries(self, retry: list[KafkaRecord], reasons: Tally[str]) -> None:
-        for reason, count in reasons.items():
-            RETRIES.labels(retry[0].topic, reason).inc(count)
-        log.warning(
-            "kafka delivery failed; producing again",
-            extra={"stage": "kafka_sink", "reason": ",".join(reasons), "records": len(retry)},
-        )
+        return retry_records, worst, worst_error or KafkaError(KafkaError._FAIL)
 
     def _reset_producer(self, reason: str) -> None:
         PRODUCER_RESETS.labels(reason).inc()
@@ -312,8 +480,10 @@ def _from_report(message: Message) -> KafkaRecord:
 
 
 class _CheckedKafkaPartition(StatelessSinkPartition[KafkaRecord]):
-    def __init__(self, config: dict[str, object], worker: str) -> None:
-        self._delivery = _Delivery(config, worker)
+    def __init__(
+        self, config: dict[str, object], worker: str, dead_letters: DeadLetters | None
+    ) -> None:
+        self._delivery = _Delivery(config, worker, dead_letters)
 
     def write_batch(self, items: list[KafkaRecord]) -> None:
         """Produce ``items``; return once Kafka confirmed all of them (retrying failures)."""
@@ -328,14 +498,16 @@ class CheckedKafkaSink(DynamicSink[KafkaRecord]):
 
     ``config`` is librdkafka configuration (``bootstrap.servers`` at least); it overrides
     ``F2_KAFKA_*`` variables, which override :data:`DEFAULTS` (``acks=all``, idempotence on).
-    One producer per worker.
+    One producer per worker. ``dead_letters`` says where records Kafka refuses for their size go
+    (without it such a record holds the flow, like a ``blocked`` failure).
     """
 
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: dict, dead_letters: DeadLetters | None = None) -> None:
         self._config = producer_config(config)
+        self._dead_letters = dead_letters
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _CheckedKafkaPartition:
-        return _CheckedKafkaPartition(self._config, str(worker_index))
+        return _CheckedKafkaPartition(self._config, str(worker_index), self._dead_letters)
 
 
 class _CheckedKafkaPart(StatefulSinkPartition[KafkaRecord | list[KafkaRecord], None]):
@@ -378,14 +550,19 @@ class CheckedKafkaPartitionedSink(FixedPartitionedSink[KafkaRecord | list[KafkaR
     (memory: about one epoch of records in the producer's queue; a full queue waits).
     """
 
-    def __init__(self, config: dict, parts: int | None = None) -> None:
+    def __init__(
+        self, config: dict, parts: int | None = None, dead_letters: DeadLetters | None = None
+    ) -> None:
         self._config = producer_config(config)
         self._parts = parts or int(os.environ.get("F2_DECODE_RECOVERY_PARTS", "4"))
+        self._dead_letters = dead_letters
         self._deliveries: PerThread[_Delivery] = PerThread()
 
     def list_parts(self) -> list[str]:
         return [f"kafka-{n}" for n in range(self._parts)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _CheckedKafkaPart:
-        delivery = self._deliveries.get(None, lambda: _Delivery(self._config, for_part))
+        delivery = self._deliveries.get(
+            None, lambda: _Delivery(self._config, for_part, self._dead_letters)
+        )
         return _CheckedKafkaPart(delivery)

@@ -71,15 +71,22 @@ import os
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 
-from connectors.decode_step import DecodeOutput, DecodeStep, rejected_record
+from connectors.decode_step import ERRORS, DecodeOutput, DecodeStep, rejected_record
 from connectors.freshness import process_tracker
-from connectors.kafka_sink import CheckedKafkaPartitionedSink, CheckedKafkaSink, KafkaRecord
+from connectors.kafka_sink import (
+    CheckedKafkaPartitionedSink,
+    CheckedKafkaSink,
+    DeadLetters,
+    KafkaRecord,
+)
 from connectors.kafka_source import RawKafkaSource
 from connectors.logs import configure_logging
 from connectors.registry_feed import RegistryFeedSource
 from connectors.registry_store import load_registry_settings, thread_store
 from connectors.store_rows import RowBatch
 from connectors.timeseries_writer import StoreBatcher, load_store_settings, thread_submitter
+from schemas.limits import load_input_limits
+from schemas.reasons import UNDELIVERABLE
 from schemas.settings import Settings, load_settings
 
 METRICS_PORT = 3032
@@ -108,6 +115,7 @@ def build_flow(settings: Settings | None = None, dynamic_kafka_sink: bool = Fals
         lambda: thread_store(s.params_dsn, s.redis_url, registry_settings),
         s.decoded_topic,
         s.dlq_topic,
+        limits=load_input_limits(),
     )
     out = op.flat_map_batch("decode", op.merge("with_feed", raw, feed), step)
     op.inspect("freshness", out, process_tracker().inspect)
@@ -127,11 +135,13 @@ def build_flow(settings: Settings | None = None, dynamic_kafka_sink: bool = Fals
     records = op.flat_map("kafka_records", out, _keyed_records)
     kafka_out = op.merge("kafka_out", records, store_dlq)
     config = {"bootstrap.servers": s.kafka_bootstrap}
+    dead_letters = DeadLetters(dlq, "decode", ERRORS.labels("decode", UNDELIVERABLE).inc)
     if dynamic_kafka_sink:
         records = op.flat_map("unkey", kafka_out, lambda key_chunk: key_chunk[1])
-        op.output("kafka", records, CheckedKafkaSink(config))
+        op.output("kafka", records, CheckedKafkaSink(config, dead_letters))
     else:
-        op.output("kafka", kafka_out, CheckedKafkaPartitionedSink(config, kafka_parts))
+        sink = CheckedKafkaPartitionedSink(config, kafka_parts, dead_letters)
+        op.output("kafka", kafka_out, sink)
     return flow
 
 

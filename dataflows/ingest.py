@@ -4,8 +4,10 @@
         │ RawMessage
     to_kafka (flat_map_batch): key = MAC from the topic, value = payload unchanged,
         │                     headers mqtt_topic, mqtt_qos, mqtt_retain, received_at (epoch ms);
-        │                     a topic off the grammar → dlq_iot_data, reason bad_topic, stage ingest
-    CheckedKafkaSink (returns only when Kafka stored the batch; the MQTT acks wait for it)
+        │                     a topic off the grammar or over F2_LIMIT_TOPIC_BYTES → dlq_iot_data,
+        │                     bad_topic; a payload over F2_LIMIT_PAYLOAD_BYTES → bad_payload
+    CheckedKafkaSink (returns only when Kafka stored the batch; the MQTT acks wait for it; a record
+                      Kafka refuses for its size → dlq_iot_data, undeliverable, stage ingest)
 
 Guarantee: at-least-once from the broker's PUBACK to Kafka (see ``connectors.mqtt_source`` and
 ``connectors.kafka_sink``). Run WITHOUT recovery: the flow is stateless; the broker's persistent
@@ -31,10 +33,14 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from prometheus_client import Counter
 
-from connectors.kafka_sink import CheckedKafkaSink, KafkaRecord
+from connectors.kafka_sink import CheckedKafkaSink, DeadLetters, KafkaRecord
 from connectors.logs import configure_logging
 from connectors.mqtt_source import MqttSource, load_source_settings
-from schemas.reasons import BAD_TOPIC
+from schemas.caches import ByteBoundedCache
+from schemas.decode import topic_too_long
+from schemas.limits import DEFAULT_LIMITS, InputLimits, load_input_limits
+from schemas.payloads import too_large
+from schemas.reasons import BAD_PAYLOAD, BAD_TOPIC, UNDELIVERABLE
 from schemas.records import DecodeError, RawMessage
 from schemas.settings import Settings, load_settings
 from schemas.topics import mac_from_topic, parse_topic
@@ -45,36 +51,45 @@ STAGE = b"ingest"
 DEAD_LETTERED = Counter(
     "f2_ingest_dead_lettered", "Messages sent to the dead-letter topic", ["reason"]
 )
-DEAD_LETTERED.labels(BAD_TOPIC)
+for _reason in (BAD_TOPIC, BAD_PAYLOAD, UNDELIVERABLE):
+    DEAD_LETTERED.labels(_reason)
 
 
 _QOS = {qos: ("mqtt_qos", str(qos).encode()) for qos in (0, 1, 2)}
 _RETAIN = {False: ("mqtt_retain", b"0"), True: ("mqtt_retain", b"1")}
-TOPIC_CACHE_SIZE = 100_000
+TOPIC_CACHE_BYTES = 16 << 20
 
 
 class RecordBuilder:
     """Builds the Kafka records of a batch; the per-topic parts are computed once per topic.
 
     A fleet repeats a bounded set of topics, so the key and the ``mqtt_topic`` header of a topic
-    are cached (the cache is emptied when it reaches ``TOPIC_CACHE_SIZE`` topics, so hostile
-    topic churn cannot grow it); the ``mqtt_qos``/``mqtt_retain`` headers are constants.
+    are cached, in at most about ``TOPIC_CACHE_BYTES`` (topics over the length limit are never
+    cached), so hostile topic churn cannot grow it; the ``mqtt_qos``/``mqtt_retain`` headers are
+    constants. A message over the input limits (topic length, payload size) becomes one
+    dead-letter record.
     """
 
-    def __init__(self, raw_topic: str, dlq_topic: str) -> None:
+    def __init__(
+        self, raw_topic: str, dlq_topic: str, limits: InputLimits = DEFAULT_LIMITS
+    ) -> None:
         self._raw_topic = raw_topic
         self._dlq_topic = dlq_topic
-        self._topics: dict[str, tuple[bytes, tuple[str, bytes]] | DecodeError] = {}
+        self._max_payload = limits.payload_bytes
+        self._limits = limits
+        self._topics: ByteBoundedCache[str, tuple[bytes, tuple[str, bytes]] | DecodeError] = (
+            ByteBoundedCache(TOPIC_CACHE_BYTES)
+        )
 
     def _topic_parts(self, topic: str) -> tuple[bytes, tuple[str, bytes]] | DecodeError:
+        too_long = topic_too_long(topic, self._limits)
+        if too_long is not None:
+            return too_long
         info = parse_topic(topic)
-        if len(self._topics) >= TOPIC_CACHE_SIZE:
-            self._topics.clear()
         parts: tuple[bytes, tuple[str, bytes]] | DecodeError = info
         if not isinstance(info, DecodeError):
             parts = (info.mac.encode(), ("mqtt_topic", topic.encode()))
-        self._topics[topic] = parts
-        return parts
+        return self._topics.put(topic, parts, 3 * len(topic))
 
     def __call__(self, batch: list[RawMessage]) -> list[KafkaRecord]:
         """The Kafka records of ``batch``: raw records keyed by MAC; bad topics as DLQ records."""
@@ -82,10 +97,15 @@ class RecordBuilder:
         append = out.append
         topics = self._topics
         raw_topic = self._raw_topic
+        max_payload = self._max_payload
         for msg in batch:
             parts = topics.get(msg.topic) or self._topic_parts(msg.topic)
             if isinstance(parts, DecodeError):
                 append(dlq_record(msg, msg.topic.encode(), parts, self._dlq_topic))
+                continue
+            if len(msg.payload) > max_payload:
+                error = too_large(msg.payload, max_payload)
+                append(dlq_record(msg, msg.topic.encode(), error, self._dlq_topic))
                 continue
             key, topic_header = parts
             headers = [
@@ -120,10 +140,16 @@ def dlq_record(msg: RawMessage, topic: bytes, error: DecodeError, dlq_topic: str
 def build_flow(settings: Settings | None = None) -> Dataflow:
     """The ingest dataflow for ``settings`` (default: from the environment)."""
     s = settings or load_settings()
+    limits = load_input_limits()
     flow = Dataflow("f2_ingest")
     messages = op.input("mqtt", flow, MqttSource(load_source_settings(s)))
-    records = op.flat_map_batch("to_kafka", messages, RecordBuilder(s.raw_topic, s.dlq_topic))
-    op.output("kafka", records, CheckedKafkaSink({"bootstrap.servers": s.kafka_bootstrap}))
+    records = op.flat_map_batch(
+        "to_kafka", messages, RecordBuilder(s.raw_topic, s.dlq_topic, limits)
+    )
+    dead_letters = DeadLetters(s.dlq_topic, STAGE.decode(), DEAD_LETTERED.labels(UNDELIVERABLE).inc)
+    op.output(
+        "kafka", records, CheckedKafkaSink({"bootstrap.servers": s.kafka_bootstrap}, dead_letters)
+    )
     return flow
 
 

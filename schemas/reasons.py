@@ -19,6 +19,7 @@ OUT_OF_RANGE = "out_of_range"
 BAD_VALUE = "bad_value"
 BAD_REGISTRY = "bad_registry"
 STORE_REJECTED = "store_rejected"
+UNDELIVERABLE = "undeliverable"
 
 ALL_REASONS: tuple[str, ...] = (
     BAD_TOPIC,
@@ -34,8 +35,12 @@ ALL_REASONS: tuple[str, ...] = (
     BAD_VALUE,
     BAD_REGISTRY,
     STORE_REJECTED,
+    UNDELIVERABLE,
 )
 """Every reason code, in SPEC order."""
 
-DECODE_REASONS: tuple[str, ...] = tuple(r for r in ALL_REASONS if r != STORE_REJECTED)
-"""The codes the decode stage produces: all but ``store_rejected`` (the storage writer's)."""
+DECODE_REASONS: tuple[str, ...] = tuple(
+    r for r in ALL_REASONS if r not in (STORE_REJECTED, UNDELIVERABLE)
+)
+"""The codes decoding produces: all but ``store_rejected`` (the storage writer's) and
+``undeliverable`` (the Kafka sinks')."""

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import ClassVar
 
 import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
+from prometheus_client import REGISTRY
 
 from connectors import kafka_sink
+from connectors.failures import RetryPolicy
 from connectors.kafka_sink import (
+    DEAD_LETTER_VALUE_BYTES,
     CheckedKafkaPartitionedSink,
     CheckedKafkaSink,
+    DeadLetters,
     KafkaRecord,
-    KafkaSinkError,
     env_config,
 )
+
+DLQ = DeadLetters("dlq_iot_data", "ingest")
 
 
 class FakeMessage:
@@ -52,9 +58,17 @@ class FakeProducer:
 
     instances: ClassVar[list[FakeProducer]] = []
 
-    def __init__(self, config: dict, fail: int = 0, error: KafkaError | None = None) -> None:
+    def __init__(
+        self,
+        config: dict,
+        fail: int = 0,
+        error: KafkaError | None = None,
+        max_bytes: int | None = None,
+        fail_topic: str | None = None,
+    ) -> None:
         self.config = config
         self.fail, self.error = fail, error
+        self.max_bytes, self.fail_topic = max_bytes, fail_topic
         self.queue: list[dict] = []
         self.stored: list[dict] = []
         self.flushes = 0
@@ -66,6 +80,8 @@ class FakeProducer:
         if self.buffer_full_once:
             self.buffer_full_once = False
             raise BufferError("queue full")
+        if self.max_bytes is not None and len(value) > self.max_bytes:  # librdkafka's own check
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
         record = {
             "topic": topic,
             "value": value,
@@ -82,7 +98,7 @@ class FakeProducer:
         self.flushes += 1
         queue, self.queue = self.queue, []
         for record in queue:
-            if self.fail:
+            if self.fail and self.fail_topic in (None, record["topic"]):
                 self.fail -= 1
                 self.config["on_delivery"](self.error, FakeMessage(record))
             else:
@@ -100,7 +116,9 @@ def producers(monkeypatch: pytest.MonkeyPatch):
         "Producer",
         lambda config: FakeProducer(config, **(settings if not FakeProducer.instances else {})),
     )
-    monkeypatch.setattr(kafka_sink, "RETRY_BACKOFF_S", (0.001, 0.002))
+    monkeypatch.setattr(
+        kafka_sink, "RETRY_POLICY", RetryPolicy(first_s=0.001, max_s=0.002, blocked_s=0.003)
+    )
     return settings
 
 
@@ -136,11 +154,87 @@ def test_a_full_local_queue_waits_instead_of_failing(producers) -> None:
     assert len(FakeProducer.instances[0].stored) == 2
 
 
-def test_not_retriable_errors_raise(producers) -> None:
-    producers.update(fail=1, error=KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+def test_authorisation_failures_hold_visibly_until_delivered(producers, monkeypatch) -> None:
+    producers.update(fail=4, error=KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+    seen: list[tuple[float, float | None]] = []
+    monkeypatch.setattr(
+        "connectors.failures.time.sleep",
+        lambda s: seen.append((s, REGISTRY.get_sample_value("f2_kafka_blocked"))),
+    )
     part = CheckedKafkaSink({"bootstrap.servers": "x:1"}).build("kafka", 0, 1)
-    with pytest.raises(KafkaSinkError, match="not retriable"):
-        part.write_batch(records(1))
+    part.write_batch(records(4))
+    stored = sorted(r["value"] for p in FakeProducer.instances for r in p.stored)
+    assert stored == [b"0", b"1", b"2", b"3"]  # held, then delivered: nothing dropped
+    assert seen == [(0.003, 1.0)]  # the blocked wait, with the gauge up meanwhile
+    assert REGISTRY.get_sample_value("f2_kafka_blocked") == 0.0
+    labels = {"dependency": "kafka", "code": "topic_authorization_failed"}
+    assert not any(
+        sample.labels.items() >= labels.items()
+        for metric in REGISTRY.collect()
+        if metric.name == "f2_blocked_reason"
+        for sample in metric.samples
+    )
+
+
+def test_a_record_the_producer_refuses_for_its_size_is_dead_lettered(producers) -> None:
+    producers.update(max_bytes=100_000)
+    before = REGISTRY.get_sample_value(
+        "f2_kafka_sink_undeliverable_total", {"topic": "raw_iot_data", "stage": "ingest"}
+    )
+    counted: list[int] = []
+    dlq = DeadLetters("dlq_iot_data", "ingest", lambda: counted.append(1))
+    part = CheckedKafkaSink({"bootstrap.servers": "x:1"}, dlq).build("kafka", 0, 1)
+    big = KafkaRecord("raw_iot_data", b"k", b"x" * 90_000, [("mqtt_topic", b"stat/t")])
+    huge = KafkaRecord("raw_iot_data", b"k", b"y" * 300_000, [("mqtt_topic", b"stat/t")])
+    part.write_batch([*records(2), big, huge])
+    (producer,) = FakeProducer.instances
+    assert [r["topic"] for r in producer.stored] == ["raw_iot_data"] * 3 + ["dlq_iot_data"]
+    dead = producer.stored[3]
+    headers = dict(dead["headers"])
+    assert headers["reason"] == b"undeliverable" and headers["stage"] == b"ingest"
+    assert headers["mqtt_topic"] == b"stat/t" and headers["target_topic"] == b"raw_iot_data"
+    # The dead-letter topic refused the whole value too: its first 64 KiB and how to check it.
+    assert dead["value"] == b"y" * DEAD_LETTER_VALUE_BYTES
+    assert headers["original_size"] == b"300000"
+    assert headers["sha256"] == hashlib.sha256(b"y" * 300_000).hexdigest().encode()
+    after = REGISTRY.get_sample_value(
+        "f2_kafka_sink_undeliverable_total", {"topic": "raw_iot_data", "stage": "ingest"}
+    )
+    assert after - (before or 0) == 1 and counted == [1]
+
+
+def test_a_dead_letter_is_halved_while_still_too_large(producers) -> None:
+    producers.update(max_bytes=10_000)
+    part = CheckedKafkaSink({"bootstrap.servers": "x:1"}, DLQ).build("kafka", 0, 1)
+    part.write_batch([KafkaRecord("raw_iot_data", b"k", b"z" * 50_000)])
+    (dead,) = FakeProducer.instances[0].stored
+    assert dead["topic"] == "dlq_iot_data" and len(dead["value"]) == 6_250  # 25,000 then 12,500
+    assert dict(dead["headers"])["original_size"] == b"50000"
+
+
+def test_a_size_refusal_reported_by_the_broker_is_dead_lettered(producers) -> None:
+    producers.update(fail=1, error=KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    part = CheckedKafkaSink({"bootstrap.servers": "x:1"}, DLQ).build("kafka", 0, 1)
+    part.write_batch(records(3))
+    stored = [(r["topic"], r["value"]) for p in FakeProducer.instances for r in p.stored]
+    assert sorted(stored) == [
+        ("dlq_iot_data", b"0"),
+        ("raw_iot_data", b"1"),
+        ("raw_iot_data", b"2"),
+    ]
+
+
+def test_without_a_dead_letter_topic_a_refused_record_holds(producers, monkeypatch) -> None:
+    producers.update(fail=1, error=KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    seen: list[float | None] = []
+    monkeypatch.setattr(
+        "connectors.failures.time.sleep",
+        lambda _s: seen.append(REGISTRY.get_sample_value("f2_kafka_blocked")),
+    )
+    part = CheckedKafkaSink({"bootstrap.servers": "x:1"}).build("kafka", 0, 1)
+    part.write_batch(records(1))
+    assert seen == [1.0]  # held once, then the healthy producer delivered it
+    assert [r["value"] for r in FakeProducer.instances[1].stored] == [b"0"]
 
 
 def test_fatal_error_rebuilds_the_producer_and_delivers(producers) -> None:
