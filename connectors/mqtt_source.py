@@ -12,11 +12,17 @@ of it. So nothing is acknowledged before Kafka stored it; a crash at any point r
 was not yet acknowledged (duplicates, never gaps). Acks of messages received on an earlier
 connection are not sent (the broker re-sends those messages on the new connection).
 
-Back-pressure and memory: the broker sends at most ``receive_maximum`` unacknowledged messages
-per session, so the source holds at most ``partitions × receive_maximum`` messages; while an
-output blocks (Kafka down) the broker queues the rest in the persistent session. Size
-``receive_maximum`` ≥ rate per session × (epoch + sink time), and the broker's queue limits for
-rate × the longest outage to survive.
+Back-pressure and memory, bounded in bytes: the payloads a process holds (received, not yet
+acknowledged or, for QoS 0, not yet past their epoch) are counted, and while they exceed
+``F2_INGEST_MAX_BUFFER_BYTES`` (default 64 MiB) every session of the process stops reading its
+socket (``f2_ingest_read_paused``): the broker keeps QoS 1 messages queued in the persistent
+session and drops QoS 0 ones past its own queue limits (counted by the broker,
+``$SYS/broker/publish/messages/dropped``, alert ``F2MosquittoDroppingMessages``). Reading resumes
+once the epochs that hold them complete. The broker also sends at most ``receive_maximum``
+unacknowledged messages per session. Size ``receive_maximum`` ≥ rate per session × (epoch + sink
+time), and the broker's queue limits for rate × the longest outage to survive. A pause longer
+than about two keepalives (the broker's PINGRESP is not read) ends the connection; paho
+reconnects, and the broker re-sends what was not acknowledged.
 
 The paho network thread only appends to a deque; ``next_batch`` never blocks. paho reconnects
 with exponential backoff (1 s … 30 s) by itself, also when the broker is down at start.
@@ -57,6 +63,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import paho.mqtt.client as mqtt
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from paho.mqtt.client import _ConnectionState
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -84,9 +91,24 @@ CONNECTED = Gauge(
 CONNECTS = Counter(
     "f2_ingest_mqtt_connects", "MQTT connection attempts by result", ["partition", "result"]
 )
+BUFFER_BYTES = Gauge(
+    "f2_ingest_buffer_bytes",
+    "Payload bytes held by the process: received and not yet acknowledged (QoS 0: not yet past"
+    " their epoch)",
+)
+READ_PAUSED = Gauge(
+    "f2_ingest_read_paused",
+    "1 while the session does not read from the broker (the process holds more than"
+    " F2_INGEST_MAX_BUFFER_BYTES)",
+    ["partition"],
+)
+READ_PAUSES = Counter(
+    "f2_ingest_read_pauses", "Times the session stopped reading for the byte limit", ["partition"]
+)
 
 RECONNECT_DELAY_S = (1, 30)
 _IDLE = timedelta(milliseconds=10)
+PAUSE_POLL_S = 0.02
 # MQTT v5 PUBACK with the implied "success" reason: 0x40, remaining length 2, packet id.
 _PUBACK = 0x4002_0000
 
@@ -108,6 +130,7 @@ class MqttSourceSettings(msgspec.Struct, frozen=True):
     keepalive_s: int = 30
     tls: bool = False
     ca_file: str = ""
+    max_buffer_bytes: int = 64 << 20
 
 
 def load_source_settings(
@@ -132,12 +155,32 @@ def load_source_settings(
         receive_maximum=int(env.get("F2_INGEST_RECEIVE_MAXIMUM", default.receive_maximum)),
         batch_size=int(env.get("F2_INGEST_BATCH_SIZE", default.batch_size)),
         keepalive_s=int(env.get("F2_INGEST_KEEPALIVE_S", default.keepalive_s)),
+        max_buffer_bytes=int(env.get("F2_INGEST_MAX_BUFFER_BYTES", default.max_buffer_bytes)),
         tls=env.get("F2_MQTT_TLS", "0").lower() in ("1", "true", "yes"),
         ca_file=env.get("F2_MQTT_CA_FILE", ""),
     )
 
 
 PublishHandler = Callable[[str, bytes, int, bool], None]
+
+
+class PayloadBudget:
+    """The payload bytes one ingest process holds, against ``max_bytes``.
+
+    Each partition counts what its network thread received and what its worker released (when
+    the epoch holding the messages completed); each counter is written by one thread only, so no
+    lock is needed. The sessions stop reading while :meth:`exceeded`.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.parts: list[_MqttPartition] = []
+
+    def held(self) -> int:
+        return sum(part.received_bytes - part.released_bytes for part in self.parts)
+
+    def exceeded(self) -> bool:
+        return self.held() > self.max_bytes
 
 
 class LeanClient(mqtt.Client):
@@ -154,6 +197,16 @@ class LeanClient(mqtt.Client):
     """
 
     on_publish_received: PublishHandler | None = None
+    read_paused: Callable[[], bool] | None = None
+    """Checked before each read of a connected session: while it returns True nothing is read
+    (the broker keeps the messages; TCP flow control holds the rest)."""
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        paused = self.read_paused
+        if paused is not None and self._state == _ConnectionState.MQTT_CS_CONNECTED and paused():
+            time.sleep(PAUSE_POLL_S)
+            return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super().loop_read(max_packets)
 
     def _handle_publish(self) -> mqtt.MQTTErrorCode:
         handler = self.on_publish_received
@@ -250,9 +303,20 @@ def _count(runs: list[tuple[int, list[int]]]) -> int:
 class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
     """One MQTT session. Acks in receive order, only for the current connection's messages."""
 
-    def __init__(self, config: MqttSourceSettings, partition: str) -> None:
+    def __init__(
+        self, config: MqttSourceSettings, partition: str, budget: PayloadBudget | None = None
+    ) -> None:
         self._config = config
         self._partition = partition
+        # Payload bytes: received (network thread), released (worker), of the open epoch and of
+        # the closed epochs not yet released (worker).
+        self.received_bytes = 0
+        self.released_bytes = 0
+        self._epoch_bytes = 0
+        self._closed_bytes = 0
+        self._budget = budget or PayloadBudget(config.max_buffer_bytes)
+        self._budget.parts.append(self)
+        self._paused = False
         self._client_id = client_id(config, partition)
         # (connection generation, packet id, message), appended by the paho network thread.
         self._inbox: deque[tuple[int, int, RawMessage]] = deque()
@@ -266,6 +330,8 @@ class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
         self._skipped = ACKS_SKIPPED.labels(partition)
         self._unacked = UNACKED.labels(partition)
         self._connected = CONNECTED.labels(partition)
+        self._read_paused = READ_PAUSED.labels(partition)
+        self._read_pauses = READ_PAUSES.labels(partition)
         self._client = self._connect()
 
     def _connect(self) -> mqtt.Client:
@@ -275,6 +341,7 @@ class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_publish_received = self._on_publish
+        client.read_paused = self._over_budget
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self._config.session_expiry_s
         props.ReceiveMaximum = self._config.receive_maximum
@@ -333,20 +400,36 @@ class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
             extra={"stage": "ingest", "partition": self._partition, "client_id": self._client_id},
         )
 
+    def _over_budget(self) -> bool:
+        """Whether the process holds too many payload bytes to read more (network thread)."""
+        over = self._budget.exceeded()
+        if over != self._paused:
+            self._paused = over
+            self._read_paused.set(1 if over else 0)
+            if over:
+                self._read_pauses.inc()
+        return over
+
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         raw = RawMessage(
             msg.topic, msg.payload, time.time_ns() // 1_000_000, msg.qos, bool(msg.retain)
         )
+        self.received_bytes += len(raw.payload)
         self._inbox.append((self._generation, msg.mid, raw))
 
     def _on_publish(self, topic: str, payload: bytes, mid: int, retain: bool) -> None:
         """A QoS 1 message from :class:`LeanClient`'s lean path (paho's network thread)."""
         raw = RawMessage(topic, payload, time.time_ns() // 1_000_000, 1, retain)
+        self.received_bytes += len(payload)
         self._inbox.append((self._generation, mid, raw))
 
     def next_batch(self) -> list[RawMessage]:
         if self._to_ack:
             self._ack_closed_epochs()
+        if self._closed_bytes:
+            self.released_bytes += self._closed_bytes
+            self._closed_bytes = 0
+            BUFFER_BYTES.set(self._budget.held())
         inbox = self._inbox
         count = min(len(inbox), self._config.batch_size)
         if not count:
@@ -355,6 +438,7 @@ class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
         emitted = self._emitted
         mids = emitted[-1][1] if emitted and emitted[-1][0] == self._generation else None
         batch = []
+        size = 0
         for _ in range(count):
             generation, mid, raw = popleft()
             if raw.qos:
@@ -362,7 +446,10 @@ class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
                     mids = []
                     emitted.append((generation, mids))
                 mids.append(mid)
+            size += len(raw.payload)
             batch.append(raw)
+        self._epoch_bytes += size
+        BUFFER_BYTES.set(self._budget.held())
         self._received.inc(count)
         self._unacked.set(_count(emitted) + _count(self._to_ack))
         return batch
@@ -390,6 +477,8 @@ class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
     def snapshot(self) -> None:
         self._to_ack.extend(self._emitted)
         self._emitted = []
+        self._closed_bytes += self._epoch_bytes
+        self._epoch_bytes = 0
 
     def close(self) -> None:
         self._client.disconnect()
@@ -401,9 +490,10 @@ class MqttSource(FixedPartitionedSource[RawMessage, None]):
 
     def __init__(self, config: MqttSourceSettings) -> None:
         self._config = config
+        self._budget = PayloadBudget(config.max_buffer_bytes)  # one per process
 
     def list_parts(self) -> list[str]:
         return [f"s{i}" for i in range(self._config.partitions)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _MqttPartition:
-        return _MqttPartition(self._config, for_part)
+        return _MqttPartition(self._config, for_part, self._budget)

@@ -223,3 +223,42 @@ def test_lean_publish_path_leaves_the_rest_to_paho(command: int, packet: bytes) 
     lean.on_message = lambda _c, _u, m: messages.append(m)
     handle(lean, command, packet)
     assert [(m.topic, m.payload) for m in messages] == [("t/a", b"{}")]
+
+
+def test_payload_bytes_are_held_until_their_epoch_completes_and_bound_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(mqtt_source._MqttPartition, "_connect", lambda self: FakeClient())
+    config = MqttSourceSettings("h", 1, "u", "p", partitions=2, max_buffer_bytes=350)
+    source = MqttSource(config)  # one budget for the process's sessions
+    first, second = (source.build_part("mqtt", p, None) for p in ("s0", "s1"))
+    topic = "tele/f2-e4fd45f654be/sensor-mode/J1/sensor-1"
+    for mid, partition in ((1, first), (2, second), (3, first)):
+        partition._on_publish(topic, b"x" * 100, mid, False)
+    assert source._budget.held() == 300 and not first._over_budget()
+    qos0 = SimpleNamespace(mid=0, topic=topic, payload=b"y" * 51, qos=0, retain=False)
+    second._on_message(None, None, qos0)
+    assert first._over_budget() and second._over_budget()  # 351 > 350: every session pauses
+    assert len(first.next_batch()) == 2
+    first.snapshot()
+    assert source._budget.held() == 351  # emitted and closed: held until the epoch completes
+    first.next_batch()  # the epoch completed (acked)
+    assert source._budget.held() == 151 and not second._over_budget()
+    assert len(second.next_batch()) == 2
+    second.snapshot()
+    second.next_batch()  # QoS 0 bytes are released when their epoch completes too
+    assert source._budget.held() == 0
+
+
+def test_a_paused_client_reads_nothing_while_connected(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+    monkeypatch.setattr(mqtt.Client, "loop_read", lambda self, max_packets=1: reads.append(1) or 0)
+    client = mqtt_source.new_client(MqttSourceSettings("h", 1, "", ""), "c", manual_ack=True)
+    client.read_paused = lambda: True
+    assert client.loop_read() == 0  # not connected yet: reads (CONNACK)
+    client._state = mqtt_source._ConnectionState.MQTT_CS_CONNECTED
+    assert client.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert reads == [1]  # connected and paused: nothing read
+    client.read_paused = lambda: False
+    client.loop_read()
+    assert reads == [1, 1]
