@@ -22,7 +22,8 @@ Checks (each prints PASS, FAIL or SKIP with a reason; exit 1 on any FAIL):
   read-only root filesystem, no privilege escalation, resources, no secret env literals, each
   StatefulSet's headless Service, Bytewax addresses, scrape annotations, PodDisruptionBudget and
   (decode) recovery volume claim;
-- ``promtool check config`` / ``check rules`` on the Prometheus files that exist;
+- ``promtool check config`` / ``check rules`` on the Prometheus files that exist, and ``promtool
+  test rules`` on the alert tests (``deploy/prometheus/tests/``);
 - the text of every deploy file: no test-rig user, Mosquitto without anonymous access, and the
   deploy line of ``f2 security check``.
 """
@@ -647,6 +648,16 @@ def check_promtool(deploy: Path) -> list[Result]:
                 "promtool check rules",
                 "PASS" if result.returncode == 0 else "FAIL",
                 f"{len(rules)} files" if result.returncode == 0 else _output(result),
+            )
+        )
+    tests = sorted(deploy.glob("prometheus/tests/*.yml"))
+    if tests:
+        result = run(["promtool", "test", "rules", *map(str, tests)])
+        results.append(
+            Result(
+                "promtool test rules",
+                "PASS" if result.returncode == 0 else "FAIL",
+                f"{len(tests)} files" if result.returncode == 0 else _output(result),
             )
         )
     return results

@@ -10,6 +10,11 @@ dependency checks (``ops.health_checks``) and keeps a short history for rates an
   (``f2_ingest_unacked``) or the broker's stored messages grew since the last progress.
 - decode: progress = raw messages decoded; waiting = consumer lag > 0 (``f2_kafka_consumer_lag``).
 
+A flow held by a dependency that refuses every write (``f2_store_blocked``, ``f2_kafka_blocked``,
+``f2_registry_blocked`` above 0: failure class ``blocked`` of ``connectors.failures``) is
+``down``, with the dependency, code and message of ``f2_blocked_reason`` in the detail: nothing
+moves until someone fixes the dependency's setup.
+
 Without the server (``f2 health`` when nothing serves), :func:`one_shot` checks once and scrapes
 the flows twice a couple of seconds apart: rates are over that gap and "stuck" is not judged.
 """
@@ -95,6 +100,28 @@ def progress(name: str, scrape: Scrape) -> float:
     return scrape.total("f2_decode_messages_total")
 
 
+BLOCKED_GAUGES = {
+    "f2_store_blocked": "timeseries database",
+    "f2_kafka_blocked": "Kafka",
+    "f2_registry_blocked": "registry database",
+}
+
+
+def blocked(scrape: Scrape) -> str:
+    """Why the flow is held by a dependency that refuses every write ('' if it is not)."""
+    held = [what for gauge, what in BLOCKED_GAUGES.items() if scrape.total(gauge) > 0]
+    if not held:
+        return ""
+    reasons = sorted(
+        f"{labels['dependency']} {labels['code']}: {labels['detail']}"
+        for name, pairs, value in scrape.samples
+        if name == "f2_blocked_reason" and value > 0
+        for labels in (dict(pairs),)
+    )
+    why = "; ".join(reasons) if reasons else "no reason reported"
+    return f"blocked: the {' and the '.join(held)} refuse(s) every write ({why})"
+
+
 def waiting(name: str, scrape: Scrape, stored_growth: float) -> str:
     """Why input is waiting for the flow ('' if nothing is)."""
     if name == "ingest":
@@ -139,6 +166,9 @@ class FlowWatch:
         last = self.history[-1]
         if not last.ok:
             return Component(DOWN, latency_ms, f"metrics endpoint not answering: {last.error}")
+        held = blocked(last)
+        if held:
+            return Component(DOWN, latency_ms, held)
         why = waiting(self.name, last, broker_stored - self.stored_at_progress)
         still = last.at - (self.progress_at or last.at)
         counter = (

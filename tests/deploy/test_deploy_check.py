@@ -29,5 +29,6 @@ def test_deploy_check_passes() -> None:
         "PASS kubernetes-validate --strict (production example)",
         "PASS kubernetes objects (default values)",
         "PASS promtool check config",
+        "PASS promtool test rules",
     ):
         assert check in result.stdout, report
