@@ -487,8 +487,18 @@ class TimeseriesWriter:
         return rejected
 
     def _isolate(self, conn: psycopg.Connection, table: str, rows: list[tuple]) -> list[Rejected]:
-        """Store what the database accepts of ``rows`` (one table); the refused ones."""
+        """Store what the database accepts of ``rows`` (one table); the refused ones.
+
+        The refused rows are tried again until the set stops shrinking: a setup fault fixed
+        while the batch was bisected (a dropped trigger, a restored grant) must not leave the
+        rows it refused earlier dead-lettered.
+        """
         refused = self._bisect(conn, table, rows)
+        while refused:
+            again = self._bisect(conn, table, [row for row, _ in refused])
+            if len(again) == len(refused):
+                break
+            refused = again
         codes = {sqlstate_of(exc) for _, exc in refused}
         if len(refused) == len(rows) and len(codes) == 1:
             code = codes.pop()
