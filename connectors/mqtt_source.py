@@ -429,7 +429,6 @@ class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
         if self._closed_bytes:
             self.released_bytes += self._closed_bytes
             self._closed_bytes = 0
-            BUFFER_BYTES.set(self._budget.held())
         inbox = self._inbox
         count = min(len(inbox), self._config.batch_size)
         if not count:
@@ -449,7 +448,6 @@ class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
             size += len(raw.payload)
             batch.append(raw)
         self._epoch_bytes += size
-        BUFFER_BYTES.set(self._budget.held())
         self._received.inc(count)
         self._unacked.set(_count(emitted) + _count(self._to_ack))
         return batch
@@ -491,7 +489,7 @@ class MqttSource(FixedPartitionedSource[RawMessage, None]):
     def __init__(self, config: MqttSourceSettings) -> None:
         self._config = config
         self._budget = PayloadBudget(config.max_buffer_bytes)  # one per process
-
+        BUFFER_BYTES.set_function(self._budget.held)  # read at each scrape
     def list_parts(self) -> list[str]:
         return [f"s{i}" for i in range(self._config.partitions)]
 
