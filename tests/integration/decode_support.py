@@ -51,9 +51,17 @@ def iso_stack() -> Settings:
 class FlowProcess:
     """``python -m bytewax.run <module>`` on the isolated stack, as a child process."""
 
-    def __init__(self, module: str, workdir: Path, metrics_port: int, recovery: bool) -> None:
+    def __init__(
+        self,
+        module: str,
+        workdir: Path,
+        metrics_port: int,
+        recovery: bool,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.module, self.workdir, self.port = module, workdir, metrics_port
         self.recovery = workdir / "recovery" if recovery else None
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -66,7 +74,7 @@ class FlowProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bytewax.run", self.module, *flags],
             cwd=self.workdir,
-            env=flow_env(self.port),
+            env={**flow_env(self.port), **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

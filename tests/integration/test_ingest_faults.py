@@ -3,6 +3,12 @@
 - SIGKILL of the flow process, twice, while the simulator publishes ≥ 20,000 QoS 1 messages:
   every acknowledged message is in ``raw_iot_data`` afterwards (duplicates allowed, reported).
 - Kafka outage of 10 s mid-stream: the flow stops acknowledging, retries, and resumes by itself.
+- A record over the producer's ``message.max.bytes``: one ``undeliverable`` dead letter, the flow
+  goes on.
+- Wrong Kafka credentials (a real SASL failure): the flow holds visibly (``f2_kafka_blocked``,
+  health ``down``), acknowledges nothing, and with the right ones everything reaches Kafka.
+- Kafka frozen while 64 KiB messages flood in: ingest holds at most
+  ``F2_INGEST_MAX_BUFFER_BYTES`` of payloads and stops reading; everything arrives afterwards.
 
 Both stop processes, so they never touch the shared stack: the fixture brings up a second,
 complete stack through ``f2 stack up`` and removes it with ``f2 stack down --purge``.
@@ -10,6 +16,7 @@ complete stack through ``f2 stack up`` and removes it with ``f2 stack down --pur
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -25,6 +32,10 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from ops.flow_metrics import scrape
+from ops.health import FlowWatch
+from ops.health_checks import DOWN
+from ops.procs import wait_until
 from schemas.settings import Settings, load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -77,12 +88,13 @@ def isolated() -> Settings:
 class Flow:
     """The ingest flow as a plain ``bytewax.run`` process (what a pod runs), killable."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, env: dict[str, str] | None = None) -> None:
         self.log = log
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**stack_env(), "BYTEWAX_DATAFLOW_API_PORT": "3331"}
+        env = {**stack_env(), "BYTEWAX_DATAFLOW_API_PORT": "3331", **self.env}
         env["BYTEWAX_DATAFLOW_API_CACHE_PATH"] = STACK_DIR
         offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
@@ -359,3 +371,130 @@ def test_f2_run_ingest_end_to_end(isolated: Settings) -> None:
     finally:
         if run.poll() is None:
             run.kill()
+
+
+def metric(name: str, labels: str = "") -> float:
+    """The sum of ingest's samples of ``name`` whose labels contain ``labels``."""
+    with urllib.request.urlopen("http://127.0.0.1:3331/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and labels in line
+    )
+
+
+def publish(settings: Settings, messages: list[tuple[str, bytes]]) -> None:
+    """Publish ``messages`` with QoS 1 as the test rig, each acknowledged by the broker."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    client.username_pw_set(settings.sim_username, settings.sim_password)
+    client.connect(settings.mqtt_host, settings.mqtt_port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, body, qos=1) for topic, body in messages]
+        for info in infos:
+            info.wait_for_publish(30)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+LIMIT_TOPIC = "tele/f2-0e0e0e0e0e03/sensor-mode/J1/sensor-1"
+
+
+def numbered(marker: str, seq: int, size: int = 0) -> bytes:
+    return f'{{"m":"{marker}","seq":{seq},"pad":"{"x" * size}"}}'.encode()
+
+
+def test_a_record_over_the_producers_limit_is_one_dead_letter(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    flow = Flow(tmp_path / "ingest.log", {"F2_KAFKA_MESSAGE_MAX_BYTES": "20000"})
+    flow.start()
+    marker = f"limit-{os.getpid()}-{time.time_ns()}"
+    big = numbered(marker, 999, 30000)
+    try:
+        publish(isolated, [(LIMIT_TOPIC, numbered(marker, n)) for n in range(5)])
+        publish(isolated, [(LIMIT_TOPIC, big)])
+        publish(isolated, [(LIMIT_TOPIC, numbered(marker, n)) for n in range(5, 10)])
+        wanted = {(LIMIT_TOPIC.encode(), numbered(marker, n)) for n in range(10)}
+        records = wait_for(isolated.kafka_bootstrap, isolated.raw_topic, wanted, 60)
+        assert wanted <= set(records)
+        assert flow.proc is not None and flow.proc.poll() is None, "ingest stopped"
+        dead = [
+            m
+            for m in read_records(isolated.kafka_bootstrap, isolated.dlq_topic)
+            if marker.encode() in m.value()
+        ]
+    finally:
+        flow.stop()
+    assert len(dead) == 1, [dict(m.headers()) for m in dead]
+    headers = dict(dead[0].headers())
+    assert headers["reason"] == b"undeliverable" and headers["stage"] == b"ingest"
+    assert headers["mqtt_topic"] == LIMIT_TOPIC.encode()
+    assert headers["target_topic"] == isolated.raw_topic.encode()
+    # The dead-letter topic refused the whole value too (the same producer limit): its head.
+    assert int(headers["original_size"]) == len(big) and len(dead[0].value()) < 20000
+    assert big.startswith(dead[0].value())
+    assert headers["sha256"] == hashlib.sha256(big).hexdigest().encode()
+
+
+def test_wrong_kafka_credentials_hold_ingest_visibly_and_lose_nothing(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    sasl = {
+        "F2_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "F2_KAFKA_SASL_MECHANISM": "PLAIN",
+        "F2_KAFKA_SASL_USERNAME": "nobody",
+        "F2_KAFKA_SASL_PASSWORD": "wrong",
+    }
+    marker = f"auth-{os.getpid()}-{time.time_ns()}"
+    held = Flow(tmp_path / "ingest-held.log", sasl)
+    held.start()
+    try:
+        publish(isolated, [(LIMIT_TOPIC, numbered(marker, n)) for n in range(50)])
+        assert wait_until(lambda: metric("f2_kafka_blocked") >= 1, 30, 0.5)
+        watch = FlowWatch("ingest", "http://127.0.0.1:3331/metrics", 60)
+        watch.add(scrape(watch.url, 5), 0.0)
+        component = watch.component(60, 0.0, 1.0)
+        assert component.status == DOWN and "authentication" in component.detail
+        assert metric("f2_ingest_acked_total") == 0  # nothing acknowledged to the broker
+    finally:
+        held.stop()
+    flow = Flow(tmp_path / "ingest.log")
+    flow.start()
+    try:
+        wanted = {(LIMIT_TOPIC.encode(), numbered(marker, n)) for n in range(50)}
+        records = wait_for(isolated.kafka_bootstrap, isolated.raw_topic, wanted, 60)
+    finally:
+        flow.stop()
+    assert wanted <= set(records), f"{len(wanted - set(records))} messages lost"
+
+
+def test_ingest_holds_at_most_its_byte_budget_while_kafka_is_frozen(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    budget = 8 << 20
+    flow = Flow(tmp_path / "ingest.log", {"F2_INGEST_MAX_BUFFER_BYTES": str(budget)})
+    kafka_pid = int((Path(STACK_DIR) / "run" / "kafka.pid").read_text())
+    marker = f"flood-{os.getpid()}-{time.time_ns()}"
+    messages = [(LIMIT_TOPIC, numbered(marker, n, 60_000)) for n in range(400)]  # 24 MB
+    wanted = {(topic.encode(), body) for topic, body in messages}
+    flow.start()
+    try:
+        os.kill(kafka_pid, signal.SIGSTOP)
+        try:
+            publish(isolated, messages)
+            assert wait_until(lambda: metric("f2_ingest_read_paused") >= 1, 30, 0.5)
+            time.sleep(3)
+            held = metric("f2_ingest_buffer_bytes")
+            assert budget / 2 < held <= budget + 65536, held
+            assert metric("f2_ingest_acked_total") == 0
+        finally:
+            os.kill(kafka_pid, signal.SIGCONT)
+        records = wait_for(isolated.kafka_bootstrap, isolated.raw_topic, wanted, 120)
+        assert wait_until(lambda: metric("f2_ingest_read_paused") == 0, 30, 0.5)
+        assert metric("f2_ingest_read_pauses_total") >= 1
+    finally:
+        flow.stop()
+    assert wanted <= set(records), f"{len(wanted - set(records))} messages lost"
