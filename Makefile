@@ -11,7 +11,7 @@ WITH_ENV = eval "$$($(F2) stack env)" &&
 .PHONY: install demo test lint full-setup secure-setup status health logs logs-connector \
         logs-processor logs-sink db-params db-timescale kafka-topics kafka-raw kafka-decoded \
         kafka-dlq mqtt-monitor mqtt-test security-check performance benchmarks backup clean \
-        restart-secure stack-up stack-down timescale-check deploy-check
+        restart-secure stack-up stack-down timescale-check deploy-check bench-memory
 
 install: $(STAMP)
 
@@ -94,6 +94,11 @@ mqtt-test: stack-up
 
 benchmarks: $(PERF_STAMP)
 	$(PY) -m bench
+
+## The flows' memory under a 64 KiB flood during a Kafka outage, on its own isolated stack
+## (bench/results/memory.json; also part of `make benchmarks`).
+bench-memory: install
+	$(PY) -m bench.memory
 
 ## PNG charts from the local Prometheus, else from bench/results (installs the [perf] extra).
 performance: $(PERF_STAMP)

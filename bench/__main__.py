@@ -2,8 +2,9 @@
 run, on an isolated stack, into one report.
 
 Order: decode core (pure CPU), storage writer, decode flow vs COPY ceiling vs naive, ingest flow vs
-bare subscriber (1 and 2 processes), simulator vs Mosquitto ceiling (its own private broker), then
-:mod:`bench.e2e` (ramps and decode scaling). Each stage benchmark runs as a subprocess and its JSON
+bare subscriber (1 and 2 processes), simulator vs Mosquitto ceiling (its own private broker), the
+flows' memory under a flood during a Kafka outage (:mod:`bench.memory`), then :mod:`bench.e2e`
+(ramps and decode scaling). Each stage benchmark runs as a subprocess and its JSON
 is read from its output; one that fails is reported as failed and the rest still run.
 
 The isolated stack (``--stack-dir``, default ``/tmp/bench-stack``; ports shifted by
@@ -57,6 +58,7 @@ STAGES: dict[str, tuple[str, list[str], list[str], float]] = {
         ["--seconds", "2", "--rounds", "1", "--lines", "60000"],
         600,
     ),
+    "memory": ("bench.memory", [], ["--big", "1536", "--topics", "2000"], 900),
 }
 
 

@@ -196,7 +196,34 @@ def scaling_section(ingest: dict, e2e_raw: dict | None, scaling: dict | None) ->
 
 def _target(value: Any, threshold: float, what: str, unit: str, below: bool = False) -> dict:
     met = value is not None and (value <= threshold if below else value >= threshold)
-    return {"value": value, "target": threshold, "met": bool(met), "what": what, "unit": unit}
+    return {
+        "value": value,
+        "target": threshold,
+        "met": bool(met),
+        "what": what,
+        "unit": unit,
+        "below": below,
+    }
+
+
+def memory_section(raw: dict | None) -> dict[str, Any]:
+    """Peak RSS of each flow under the flood during the Kafka outage, against its limit."""
+    raw = raw or {}
+    ingest, decode = raw.get("ingest", {}), raw.get("decode", {})
+    return {
+        "messages_64k": raw.get("messages_64k"),
+        "distinct_topics": raw.get("distinct_topics"),
+        "ingest_max_buffer_bytes": ingest.get("max_buffer_bytes"),
+        "ingest_idle_rss_mib": ingest.get("idle_rss_mib"),
+        "ingest_peak_rss_mib": ingest.get("peak_rss_mib"),
+        "ingest_limit_mib": ingest.get("limit_mib"),
+        "ingest_read_paused": ingest.get("read_paused"),
+        "decode_idle_rss_mib": decode.get("idle_rss_mib"),
+        "decode_peak_rss_mib": decode.get("peak_rss_mib"),
+        "decode_limit_mib": decode.get("limit_mib"),
+        "readings_missing": raw.get("readings_missing"),
+        "dead_letters_missing": raw.get("dead_letters_missing"),
+    }
 
 
 def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -232,6 +259,29 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "decode_flow_vs_naive": _target(
             results["store"]["flow_over_naive"], 10.0, "decode flow / naive pipeline", "×"
         ),
+        **memory_targets(results["memory"]),
+    }
+
+
+def memory_targets(memory: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Issue 19's memory bounds, when the memory benchmark ran."""
+    if memory["ingest_peak_rss_mib"] is None:
+        return {}
+    return {
+        "ingest_rss_under_flood": _target(
+            memory["ingest_peak_rss_mib"],
+            memory["ingest_limit_mib"],
+            "ingest peak RSS, 64 KiB flood during a Kafka outage (max buffer + 256 MiB)",
+            "MiB",
+            below=True,
+        ),
+        "decode_rss_under_flood": _target(
+            memory["decode_peak_rss_mib"],
+            memory["decode_limit_mib"],
+            "decode peak RSS draining that flood (idle + 256 MiB)",
+            "MiB",
+            below=True,
+        ),
     }
 
 
@@ -250,6 +300,7 @@ def build_results(parts: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]
         "store": store_section(ok.get("decode_flow"), ok.get("store"), scaling),
         "simulator": simulator_section(ok.get("simulator")),
         "e2e": e2e_section(ok.get("e2e")),
+        "memory": memory_section(ok.get("memory")),
     }
     results["cpu"] = cpu_section(results["e2e"])
     results["scaling"] = scaling_section(results["ingest"], ok.get("e2e"), scaling)
@@ -304,7 +355,7 @@ def render_markdown(results: dict[str, Any], plots: list[Path]) -> str:
         "|---|---|---|---|",
     ]
     for t in r["targets"].values():
-        sign = "≤" if t["what"].startswith(("p99", "rows lost")) else "≥"
+        sign = "≤" if t.get("below") else "≥"
         lines.append(
             f"| {t['what']} | {_fmt(t['value'], t['unit'])} | {sign} {_fmt(t['target'], t['unit'])}"
             f" | {'**met**' if t['met'] else '**not met**'} |"
@@ -382,6 +433,26 @@ def render_markdown(results: dict[str, Any], plots: list[Path]) -> str:
             f"{_fmt(st['share_within_1s'], 'share')} | {_fmt(st['max_kafka_backlog_msgs'])} | "
             f"{'yes' if st['sustained'] else 'no'} |"
         )
+    mem = r["memory"]
+    if mem["ingest_peak_rss_mib"] is not None:
+        lines += [
+            "",
+            "## Memory under a flood during a Kafka outage",
+            "",
+            f"Kafka frozen (SIGSTOP) while {_fmt(mem['messages_64k'])} messages of 64 KiB and "
+            f"{_fmt(mem['distinct_topics'])} on distinct topics (half of them 256 bytes long) were "
+            f"published; then thawed and drained. Ingest (buffer limit "
+            f"{_fmt((mem['ingest_max_buffer_bytes'] or 0) / 2**20)} MiB, stopped reading: "
+            f"{'yes' if mem['ingest_read_paused'] else 'no'}): idle "
+            f"{_fmt(mem['ingest_idle_rss_mib'], 'MiB')}, peak "
+            f"{_fmt(mem['ingest_peak_rss_mib'], 'MiB')} (limit "
+            f"{_fmt(mem['ingest_limit_mib'], 'MiB')}). Decode: idle "
+            f"{_fmt(mem['decode_idle_rss_mib'], 'MiB')}, peak "
+            f"{_fmt(mem['decode_peak_rss_mib'], 'MiB')} (limit "
+            f"{_fmt(mem['decode_limit_mib'], 'MiB')}). Readings missing: "
+            f"{_fmt(mem['readings_missing'])}; dead letters missing: "
+            f"{_fmt(mem['dead_letters_missing'])}.",
+        ]
     c = r["cpu"]
     if c["cores"]:
         lines += [

@@ -298,3 +298,25 @@ def test_offset_gaps_of_every_step_are_summed_and_reported():
     results = build_results(gapped, META)
     assert results["e2e"]["offset_gaps"] == {"filled": 3, "skipped": 1}
     assert "3 read again and filled" in render_markdown(results, [])
+
+
+def test_memory_bounds_are_targets_when_the_memory_benchmark_ran():
+    memory = {
+        "messages_64k": 3072,
+        "distinct_topics": 20000,
+        "ingest": {"max_buffer_bytes": 64 << 20, "peak_rss_mib": 125.2, "limit_mib": 320.0},
+        "decode": {"idle_rss_mib": 72.2, "peak_rss_mib": 196.4, "limit_mib": 328.2},
+        "readings_missing": 0,
+        "dead_letters_missing": 0,
+    }
+    results = build_results({**parts(), "memory": memory}, META)
+    assert results["targets"]["ingest_rss_under_flood"]["met"]
+    assert results["targets"]["decode_rss_under_flood"]["met"]
+    assert "## Memory under a flood during a Kafka outage" in render_markdown(results, [])
+    assert "| ingest peak RSS" in render_markdown(results, []) and "≤ 320 MiB" in render_markdown(
+        results, []
+    )
+    memory["decode"]["peak_rss_mib"] = 400.0
+    assert not build_results({**parts(), "memory": memory}, META)["targets"][
+        "decode_rss_under_flood"
+    ]["met"]
