@@ -109,6 +109,9 @@ READ_PAUSES = Counter(
 RECONNECT_DELAY_S = (1, 30)
 _IDLE = timedelta(milliseconds=10)
 PAUSE_POLL_S = 0.02
+BATCH_SHARE = 8
+"""A source batch stops once it holds ``F2_INGEST_MAX_BUFFER_BYTES / BATCH_SHARE`` of payloads:
+the Kafka producer and the retries copy a batch, so a batch is kept to a share of the budget."""
 # MQTT v5 PUBACK with the implied "success" reason: 0x40, remaining length 2, packet id.
 _PUBACK = 0x4002_0000
 
@@ -316,6 +319,7 @@ class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
         self._closed_bytes = 0
         self._budget = budget or PayloadBudget(config.max_buffer_bytes)
         self._budget.parts.append(self)
+        self._batch_bytes = max(config.max_buffer_bytes // BATCH_SHARE, 1)
         self._paused = False
         self._client_id = client_id(config, partition)
         # (connection generation, packet id, message), appended by the paho network thread.
@@ -438,7 +442,10 @@ class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
         mids = emitted[-1][1] if emitted and emitted[-1][0] == self._generation else None
         batch = []
         size = 0
+        max_size = self._batch_bytes
         for _ in range(count):
+            if size >= max_size:  # a batch of big payloads stops early (bounded copies)
+                break
             generation, mid, raw = popleft()
             if raw.qos:
                 if mids is None or generation != emitted[-1][0]:
@@ -448,6 +455,7 @@ class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
             size += len(raw.payload)
             batch.append(raw)
         self._epoch_bytes += size
+        count = len(batch)
         self._received.inc(count)
         self._unacked.set(_count(emitted) + _count(self._to_ack))
         return batch
@@ -490,6 +498,7 @@ class MqttSource(FixedPartitionedSource[RawMessage, None]):
         self._config = config
         self._budget = PayloadBudget(config.max_buffer_bytes)  # one per process
         BUFFER_BYTES.set_function(self._budget.held)  # read at each scrape
+
     def list_parts(self) -> list[str]:
         return [f"s{i}" for i in range(self._config.partitions)]
 
