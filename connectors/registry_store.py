@@ -18,7 +18,9 @@ registry's current version, so Redis entries written before the last registry ch
 stale: no decode process was running to delete them) are reloaded from PostgreSQL. Entries also
 expire locally after ``F2_REGISTRY_TTL_S`` as a safety net for missed notifications, and in Redis
 after ``F2_REGISTRY_REDIS_TTL_S``. Controllers that are not registered are cached as absent the
-same way.
+same way. The worker's cache is bounded in bytes (``F2_REGISTRY_CACHE_BYTES``, 256 MiB; an entry
+counts eight times its msgpack size, about what its Python objects take), so messages from many
+distinct unregistered MACs cannot grow it: when full it is emptied and refills from Redis.
 
 Entries are read with ``connectors.registry_pg.load_controller`` and the registry version
 (``f2_registry_version``, migration params/004) in one REPEATABLE READ snapshot.
@@ -41,6 +43,7 @@ from prometheus_client import Counter, Gauge
 from connectors.failures import BLOCKED, ROW, Failure, Hold, RetryPolicy, db_failure, retry
 from connectors.per_thread import PerThread
 from connectors.registry_pg import load_controller
+from schemas.caches import ByteBoundedCache
 from schemas.records import ControllerEntry
 
 log = logging.getLogger("f2.registry")
@@ -73,6 +76,7 @@ class RegistrySettings(msgspec.Struct, frozen=True):
     redis_backoff_s: float = 5.0
     retry_max_s: float = 10.0
     blocked_retry_s: float = 15.0
+    cache_bytes: int = 256 << 20
 
 
 def load_registry_settings(environ: Mapping[str, str] | None = None) -> RegistrySettings:
@@ -86,6 +90,7 @@ def load_registry_settings(environ: Mapping[str, str] | None = None) -> Registry
         redis_backoff_s=float(env.get("F2_REGISTRY_REDIS_BACKOFF_S", base.redis_backoff_s)),
         retry_max_s=float(env.get("F2_REGISTRY_RETRY_MAX_S", base.retry_max_s)),
         blocked_retry_s=float(env.get("F2_REGISTRY_BLOCKED_RETRY_S", base.blocked_retry_s)),
+        cache_bytes=int(env.get("F2_REGISTRY_CACHE_BYTES", base.cache_bytes)),
     )
 
 
@@ -135,7 +140,9 @@ class RegistryStore:
         )
         self._redis_skip_until = 0.0
         self._pg: psycopg.Connection | None = None
-        self._cache: dict[str, tuple[ControllerEntry | None, float]] = {}
+        self._cache: ByteBoundedCache[str, tuple[ControllerEntry | None, float]] = ByteBoundedCache(
+            s.cache_bytes
+        )
         self._floor: dict[str, int] = {}
         self._floor_all: int | None = None
         self._policy = RetryPolicy(max_s=s.retry_max_s, blocked_s=s.blocked_retry_s)
@@ -157,7 +164,8 @@ class RegistryStore:
             LOADS.labels("postgres").inc()
             if entry is not None:
                 self._to_redis(entry)
-        self._cache[mac] = (entry, now + self._settings.ttl_s)
+        size = len(mac) + (8 * len(_encoder.encode(entry)) if entry is not None else 0)
+        self._cache.put(mac, (entry, now + self._settings.ttl_s), size)
         return entry, True
 
     def apply(self, change: RegistryChange) -> None:

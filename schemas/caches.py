@@ -35,7 +35,11 @@ class ByteBoundedCache(dict, Generic[K, V]):
         cost = size + ENTRY_OVERHEAD_BYTES
         if self.used_bytes + cost > self.max_bytes:
             self.clear()
-            self.used_bytes = 0
         self[key] = value
         self.used_bytes += cost
         return value
+
+    def clear(self) -> None:
+        """Empty the cache (and its byte count)."""
+        super().clear()
+        self.used_bytes = 0
