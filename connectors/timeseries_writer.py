@@ -390,6 +390,8 @@ class TimeseriesWriter:
         """Store ``batch``; return the rows the database refused. Blocks until stored: through
         transient failures and while the database is blocked (module docstring)."""
         started = time.perf_counter()
+        if self._replace and batch.readings:
+            batch = self._newest_per_key(batch)
         rejected = retry(
             partial(self._write_once, batch),
             write_failure,
@@ -407,6 +409,21 @@ class TimeseriesWriter:
         BATCH_ROWS.observe(len(batch))
         FLUSH_SECONDS.observe(time.perf_counter() - started)
         return rejected
+
+    def _newest_per_key(self, batch: RowBatch) -> RowBatch:
+        """Replace mode: of readings staged twice under one key, only the newest registry
+        version is written (the others count as unchanged), however bisection splits the batch."""
+        newest: dict[tuple, ReadingRow] = {}
+        for row in batch.readings:
+            key = (row[1], row[2], row[0])
+            kept = newest.get(key)
+            if kept is None or kept[4] <= row[4]:
+                newest[key] = row
+        dropped = len(batch.readings) - len(newest)
+        if not dropped:
+            return batch
+        self._count("readings", dropped, 0, 0)
+        return msgspec.structs.replace(batch, readings=list(newest.values()))
 
     def _write_once(self, batch: RowBatch) -> list[Rejected]:
         try:
