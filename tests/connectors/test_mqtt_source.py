@@ -229,22 +229,23 @@ def test_payload_bytes_are_held_until_their_epoch_completes_and_bound_reading(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(mqtt_source._MqttPartition, "_connect", lambda self: FakeClient())
-    config = MqttSourceSettings("h", 1, "u", "p", partitions=2, max_buffer_bytes=350)
+    config = MqttSourceSettings("h", 1, "u", "p", partitions=2, max_buffer_bytes=1600)
     source = MqttSource(config)  # one budget for the process's sessions
     first, second = (source.build_part("mqtt", p, None) for p in ("s0", "s1"))
     topic = "tele/f2-e4fd45f654be/sensor-mode/J1/sensor-1"
     for mid, partition in ((1, first), (2, second), (3, first)):
-        partition._on_publish(topic, b"x" * 100, mid, False)
-    assert source._budget.held() == 300 and not first._over_budget()
-    qos0 = SimpleNamespace(mid=0, topic=topic, payload=b"y" * 51, qos=0, retain=False)
+        partition._on_publish(topic, b"x" * 500, mid, False)
+    assert source._budget.held() == 1500 and not first._over_budget()
+    qos0 = SimpleNamespace(mid=0, topic=topic, payload=b"y" * 101, qos=0, retain=False)
     second._on_message(None, None, qos0)
-    assert first._over_budget() and second._over_budget()  # 351 > 350: every session pauses
-    assert len(first.next_batch()) == 2
+    assert first._over_budget() and second._over_budget()  # 1601 > 1600: every session pauses
+    # A batch stops once it holds an eighth of the budget (200 bytes): one message each here.
+    assert len(first.next_batch()) == 1 and len(first.next_batch()) == 1
     first.snapshot()
-    assert source._budget.held() == 351  # emitted and closed: held until the epoch completes
+    assert source._budget.held() == 1601  # emitted and closed: held until the epoch completes
     first.next_batch()  # the epoch completed (acked)
-    assert source._budget.held() == 151 and not second._over_budget()
-    assert len(second.next_batch()) == 2
+    assert source._budget.held() == 601 and not second._over_budget()
+    assert len(second.next_batch()) == 1 and len(second.next_batch()) == 1
     second.snapshot()
     second.next_batch()  # QoS 0 bytes are released when their epoch completes too
     assert source._budget.held() == 0
