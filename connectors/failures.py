@@ -28,6 +28,7 @@ loop; what this module adds is the classification and the visible hold.
 
 from __future__ import annotations
 
+import concurrent.futures.thread  # noqa: F401  (its exit hook first, so ours runs before it)
 import logging
 import threading
 import time
@@ -249,6 +250,16 @@ class Hold:
         BLOCKED_REASON.remove(*labels)
 
 
+SHUTDOWN = threading.Event()
+"""Set when the interpreter shuts down: retries stop waiting and give up, so a process stopped
+while a dependency is blocked exits at once (its work is in the recovery snapshot or was never
+acknowledged) instead of waiting for SIGKILL while a writer thread retries."""
+if hasattr(threading, "_register_atexit"):
+    # Runs before non-daemon threads are joined, and before concurrent.futures joins its workers
+    # (its own hook, registered when concurrent.futures.thread was imported, runs after ours).
+    threading._register_atexit(SHUTDOWN.set)
+
+
 class RetryPolicy(msgspec.Struct, frozen=True):
     """Waits between attempts: ``transient`` doubles from ``first_s`` up to ``max_s``;
     ``blocked`` waits ``blocked_s`` each time."""
@@ -260,6 +271,11 @@ class RetryPolicy(msgspec.Struct, frozen=True):
 
 T = TypeVar("T")
 Classifier = Callable[[BaseException], Failure | None]
+
+
+def pause(seconds: float) -> None:
+    """Wait ``seconds``, or less if the interpreter shuts down meanwhile."""
+    SHUTDOWN.wait(seconds)
 
 
 def retry(
@@ -275,9 +291,9 @@ def retry(
 
     An exception ``classify`` maps to ``row`` or to None (not a dependency failure) propagates at
     once. ``transient`` and ``blocked`` ones are retried for as long as it takes (or until
-    ``stop()`` is true, which re-raises the last one); a ``blocked`` one enters ``hold`` and a
-    success clears it. Each retry is counted in ``f2_dependency_retries_total`` and logged with
-    its class.
+    ``stop()`` is true or the interpreter shuts down, which re-raises the last one); a
+    ``blocked`` one enters ``hold`` and a success clears it. Each retry is counted in
+    ``f2_dependency_retries_total`` and logged with its class.
     """
 
     def retriable(exc: BaseException) -> bool:
@@ -306,9 +322,9 @@ def retry(
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(retriable),
         wait=wait,
-        stop=(lambda _state: stop()) if stop is not None else tenacity.stop_never,
+        stop=lambda _state: SHUTDOWN.is_set() or (stop is not None and stop()),
         before_sleep=before_sleep,
-        sleep=sleep or time.sleep,
+        sleep=sleep or pause,
         reraise=True,
     )
     result = retrying(attempt)

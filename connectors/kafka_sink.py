@@ -47,7 +47,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import time
 from collections import Counter as Tally
 from collections.abc import Callable, Mapping
 from operator import attrgetter
@@ -62,6 +61,7 @@ from bytewax.outputs import (
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter, Gauge
 
+from connectors import failures
 from connectors.failures import (
     BLOCKED,
     ROW,
@@ -351,9 +351,9 @@ class _Delivery:
         if failure is BLOCKED:
             self._hold.enter(_reason(error), error.str())
             RETRIES.labels(record.topic, _reason(error)).inc()
-            time.sleep(self._policy.blocked_s)
+            failures.pause(self._policy.blocked_s)
         else:
-            time.sleep(self._policy.first_s)
+            failures.pause(self._policy.first_s)
         return record
 
     def _dead_letter(self, record: KafkaRecord, error: KafkaError) -> KafkaRecord | None:

@@ -129,7 +129,7 @@ class RegistryStore:
         redis_url: str,
         settings: RegistrySettings | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self._dsn = params_dsn
         self._settings = s = settings or RegistrySettings()

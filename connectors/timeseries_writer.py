@@ -372,7 +372,7 @@ class TimeseriesWriter:
         self,
         dsn: str,
         settings: StoreSettings | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         replace_older: bool = False,
     ) -> None:
         self._dsn = dsn

@@ -119,7 +119,8 @@ def blocked(scrape: Scrape) -> str:
         for labels in (dict(pairs),)
     )
     why = "; ".join(reasons) if reasons else "no reason reported"
-    return f"blocked: the {' and the '.join(held)} refuse(s) every write ({why})"
+    verb = "refuses" if len(held) == 1 else "refuse"
+    return f"blocked: the {' and the '.join(held)} {verb} every write ({why})"
 
 
 def waiting(name: str, scrape: Scrape, stored_growth: float) -> str:

@@ -158,7 +158,7 @@ def test_authorisation_failures_hold_visibly_until_delivered(producers, monkeypa
     producers.update(fail=4, error=KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
     seen: list[tuple[float, float | None]] = []
     monkeypatch.setattr(
-        "connectors.failures.time.sleep",
+        "connectors.failures.pause",
         lambda s: seen.append((s, REGISTRY.get_sample_value("f2_kafka_blocked"))),
     )
     part = CheckedKafkaSink({"bootstrap.servers": "x:1"}).build("kafka", 0, 1)
@@ -228,7 +228,7 @@ def test_without_a_dead_letter_topic_a_refused_record_holds(producers, monkeypat
     producers.update(fail=1, error=KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
     seen: list[float | None] = []
     monkeypatch.setattr(
-        "connectors.failures.time.sleep",
+        "connectors.failures.pause",
         lambda _s: seen.append(REGISTRY.get_sample_value("f2_kafka_blocked")),
     )
     part = CheckedKafkaSink({"bootstrap.servers": "x:1"}).build("kafka", 0, 1)
