@@ -18,9 +18,11 @@ acknowledged or, for QoS 0, not yet past their epoch) are counted, and while the
 socket (``f2_ingest_read_paused``): the broker keeps QoS 1 messages queued in the persistent
 session and drops QoS 0 ones past its own queue limits (counted by the broker,
 ``$SYS/broker/publish/messages/dropped``, alert ``F2MosquittoDroppingMessages``). Reading resumes
-once the epochs that hold them complete. The broker also sends at most ``receive_maximum``
-unacknowledged messages per session. Size ``receive_maximum`` ≥ rate per session × (epoch + sink
-time), and the broker's queue limits for rate × the longest outage to survive. A pause longer
+once the epochs that hold them complete (each session may have read one more message past
+the limit before it stops: at most sessions × the largest message over it). The broker also
+sends at most ``receive_maximum`` unacknowledged messages per session. Size ``receive_maximum``
+≥ rate per session × (epoch + sink time), and the broker's queue limits for rate × the longest
+outage to survive. A pause longer
 than about two keepalives (the broker's PINGRESP is not read) ends the connection; paho
 reconnects, and the broker re-sends what was not acknowledged.
 

@@ -21,6 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from connectors.registry_pg import load_controller
 from schemas.decode import decode_message, output_record
+from schemas.limits import load_input_limits
 from schemas.records import ControllerEntry, RawMessage
 from schemas.settings import load_settings
 from schemas.topics import mac_from_topic
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.received_at is not None:
         now = datetime.fromtimestamp(args.received_at / 1000, UTC)
     out = sys.stdout.buffer
-    for item in decode_message(raw, entry, now):
+    for item in decode_message(raw, entry, now, load_input_limits()):
         out.write(msgspec.json.encode(output_record(item)) + b"\n")
     out.flush()
     return 0

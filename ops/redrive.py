@@ -48,6 +48,7 @@ from ops.replay import (
     registry_store,
     selected,
 )
+from schemas.limits import load_input_limits
 from schemas.records import RawMessage
 from schemas.settings import Settings
 
@@ -177,7 +178,9 @@ def _drive(
 ) -> None:
     """Decode and store ``messages``; dead-letter the new failures."""
     store = registry_store(settings)
-    step = DecodeStep(lambda: store, settings.decoded_topic, settings.dlq_topic)
+    step = DecodeStep(
+        lambda: store, settings.decoded_topic, settings.dlq_topic, limits=load_input_limits()
+    )
     writer = TimeseriesWriter(settings.timeseries_dsn, load_store_settings())
     sink = CheckedKafkaSink({"bootstrap.servers": settings.kafka_bootstrap}).build("redrive", 0, 1)
     stamp = str(run_ms).encode()

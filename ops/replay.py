@@ -43,6 +43,7 @@ from connectors.registry_store import RegistryStore, load_registry_settings
 from connectors.replay_reader import TopicReader, header, record_time_ms, retention_ms
 from connectors.store_rows import RowBatch
 from connectors.timeseries_writer import TimeseriesWriter, WriteCounts, load_store_settings
+from schemas.limits import load_input_limits
 from schemas.settings import Settings
 from schemas.topics import mac_from_topic
 
@@ -240,7 +241,9 @@ def run_replay(
     reader = archive_reader(settings.kafka_bootstrap, settings.raw_topic, span, rs)
     report = ReplayReport(iso_ms(span.since_ms), iso_ms(span.until_ms), mac)
     store = registry_store(settings)
-    step = DecodeStep(lambda: store, settings.decoded_topic, settings.dlq_topic)
+    step = DecodeStep(
+        lambda: store, settings.decoded_topic, settings.dlq_topic, limits=load_input_limits()
+    )
     writer = TimeseriesWriter(settings.timeseries_dsn, load_store_settings(), replace_older=True)
     shown = Progress("replay", rs, progress)
     errors: Tally[str] = Tally()
