@@ -238,14 +238,17 @@ def test_payload_bytes_are_held_until_their_epoch_completes_and_bound_reading(
     assert source._budget.held() == 1500 and not first._over_budget()
     qos0 = SimpleNamespace(mid=0, topic=topic, payload=b"y" * 101, qos=0, retain=False)
     second._on_message(None, None, qos0)
-    assert first._over_budget() and second._over_budget()  # 1601 > 1600: every session pauses
+    assert second._over_budget()  # 1601 > 1600: the session pauses
+    assert not first._over_budget()  # a session sums the process's bytes every 1/64 budget...
+    first._on_publish(topic, b"z" * 25, 4, False)
+    assert first._over_budget()  # ...it receives: then it pauses too
     # A batch stops once it holds an eighth of the budget (200 bytes): one message each here.
-    assert len(first.next_batch()) == 1 and len(first.next_batch()) == 1
+    assert [len(first.next_batch()) for _ in range(3)] == [1, 1, 1]
     first.snapshot()
-    assert source._budget.held() == 1601  # emitted and closed: held until the epoch completes
+    assert source._budget.held() == 1626  # emitted and closed: held until the epoch completes
     first.next_batch()  # the epoch completed (acked)
     assert source._budget.held() == 601 and not second._over_budget()
-    assert len(second.next_batch()) == 1 and len(second.next_batch()) == 1
+    assert [len(second.next_batch()) for _ in range(2)] == [1, 1]
     second.snapshot()
     second.next_batch()  # QoS 0 bytes are released when their epoch completes too
     assert source._budget.held() == 0
