@@ -642,25 +642,19 @@ def check_promtool(deploy: Path) -> list[Result]:
             Result("promtool check rules", "SKIP", "no deploy/prometheus/rules/*.yml yet (issue 8)")
         )
     else:
-        result = run(["promtool", "check", "rules", *map(str, rules)])
-        results.append(
-            Result(
-                "promtool check rules",
-                "PASS" if result.returncode == 0 else "FAIL",
-                f"{len(rules)} files" if result.returncode == 0 else _output(result),
-            )
-        )
+        results.append(_promtool_files("check rules", rules))
     tests = sorted(deploy.glob("prometheus/tests/*.yml"))
     if tests:
-        result = run(["promtool", "test", "rules", *map(str, tests)])
-        results.append(
-            Result(
-                "promtool test rules",
-                "PASS" if result.returncode == 0 else "FAIL",
-                f"{len(tests)} files" if result.returncode == 0 else _output(result),
-            )
-        )
+        results.append(_promtool_files("test rules", tests))
     return results
+
+
+def _promtool_files(command: str, files: list[Path]) -> Result:
+    """``promtool <command> <files>``: PASS with the file count, or FAIL with its output."""
+    result = run(["promtool", *command.split(), *map(str, files)])
+    if result.returncode != 0:
+        return Result(f"promtool {command}", "FAIL", _output(result))
+    return Result(f"promtool {command}", "PASS", f"{len(files)} files")
 
 
 def check_text(deploy: Path) -> list[Result]:
