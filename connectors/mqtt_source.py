@@ -50,6 +50,16 @@ One session needs ``receive_maximum`` ≥ its whole rate × (epoch + sink time).
 Changing the partition count strands the sessions no longer built: their queued messages (and,
 for a shared subscription, their share of new ones) wait until the session expires. Drain with
 the old count first, then remove them with :func:`forget_sessions`.
+
+Lost sessions are alarms: ingest keeps a durable marker per session it created
+(``F2_INGEST_STATE_DIR``, default ``<stack dir>/ingest-sessions``; one small file per client id)
+until :func:`forget_sessions` deletes it on purpose. When the broker answers a connection of a
+marked session with a new, empty one (``session_present`` false: another client took the id with
+clean start, the session expired, a broker lost its state), the messages queued in it are gone:
+ingest counts it (``f2_ingest_sessions_lost_total``), records when
+(``f2_ingest_session_lost_time_seconds``; the health report shows ingest ``degraded`` for 10
+minutes) and logs an error. Without a durable directory (a pod without a volume) only the losses
+within one process's life are seen.
 """
 
 from __future__ import annotations
@@ -62,6 +72,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import msgspec
 import paho.mqtt.client as mqtt
@@ -105,6 +116,17 @@ READ_PAUSED = Gauge(
     " F2_INGEST_MAX_BUFFER_BYTES)",
     ["partition"],
 )
+SESSIONS_LOST = Counter(
+    "f2_ingest_sessions_lost",
+    "Sessions ingest had created that the broker answered with a new, empty session (queued"
+    " messages lost)",
+    ["partition"],
+)
+SESSION_LOST_TIME = Gauge(
+    "f2_ingest_session_lost_time_seconds",
+    "When the session was last found lost (Unix time; 0 = never in this process)",
+    ["partition"],
+)
 READ_PAUSES = Counter(
     "f2_ingest_read_pauses", "Times the session stopped reading for the byte limit", ["partition"]
 )
@@ -140,6 +162,7 @@ class MqttSourceSettings(msgspec.Struct, frozen=True):
     tls: bool = False
     ca_file: str = ""
     max_buffer_bytes: int = 64 << 20
+    state_dir: str = ""
 
 
 def load_source_settings(
@@ -165,12 +188,45 @@ def load_source_settings(
         batch_size=int(env.get("F2_INGEST_BATCH_SIZE", default.batch_size)),
         keepalive_s=int(env.get("F2_INGEST_KEEPALIVE_S", default.keepalive_s)),
         max_buffer_bytes=int(env.get("F2_INGEST_MAX_BUFFER_BYTES", default.max_buffer_bytes)),
+        state_dir=env.get(
+            "F2_INGEST_STATE_DIR",
+            str(Path(settings.stack_dir) / "ingest-sessions") if settings.stack_dir else "",
+        ),
         tls=env.get("F2_MQTT_TLS", "0").lower() in ("1", "true", "yes"),
         ca_file=env.get("F2_MQTT_CA_FILE", ""),
     )
 
 
 PublishHandler = Callable[[str, bytes, int, bool], None]
+
+
+class SessionMarkers:
+    """Which MQTT sessions ingest created and did not forget on purpose: one file per client id
+    in ``folder`` (none: in memory only)."""
+
+    def __init__(self, folder: str) -> None:
+        self._folder = Path(folder) if folder else None
+        self._memory: set[str] = set()
+
+    def _path(self, client: str) -> Path | None:
+        return self._folder / client if self._folder is not None else None
+
+    def exists(self, client: str) -> bool:
+        path = self._path(client)
+        return client in self._memory or (path is not None and path.exists())
+
+    def mark(self, client: str) -> None:
+        self._memory.add(client)
+        path = self._path(client)
+        if path is not None and not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(datetime.now(UTC).isoformat(timespec="seconds") + "\n")
+
+    def forget(self, client: str) -> None:
+        self._memory.discard(client)
+        path = self._path(client)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
 
 class PayloadBudget:
@@ -268,6 +324,7 @@ def forget_sessions(config: MqttSourceSettings, timeout_s: float = 10.0) -> int:
     sessions were reached.
     """
     done = 0
+    markers = SessionMarkers(config.state_dir)
     for index in range(config.partitions):
         client = new_client(config, client_id(config, f"s{index}"), manual_ack=False)
         props = Properties(PacketTypes.CONNECT)
@@ -282,7 +339,9 @@ def forget_sessions(config: MqttSourceSettings, timeout_s: float = 10.0) -> int:
         deadline = time.monotonic() + timeout_s
         while not client.is_connected() and time.monotonic() < deadline:
             time.sleep(0.02)
-        done += client.is_connected()
+        if client.is_connected():
+            done += 1
+            markers.forget(client_id(config, f"s{index}"))
         client.disconnect()
         client.loop_stop()
     return done
@@ -342,6 +401,9 @@ class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
         self._skipped = ACKS_SKIPPED.labels(partition)
         self._unacked = UNACKED.labels(partition)
         self._connected = CONNECTED.labels(partition)
+        self._markers = SessionMarkers(config.state_dir)
+        self._lost = SESSIONS_LOST.labels(partition)
+        self._lost_time = SESSION_LOST_TIME.labels(partition)
         self._read_paused = READ_PAUSED.labels(partition)
         self._read_pauses = READ_PAUSES.labels(partition)
         self._client = self._connect()
@@ -378,6 +440,22 @@ class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
         self._generation += 1
         CONNECTS.labels(self._partition, "ok").inc()
         self._connected.set(1)
+        present = bool(flags.session_present)
+        if not present and self._markers.exists(self._client_id):
+            self._lost.inc()
+            self._lost_time.set(time.time())
+            log.error(
+                "mqtt session lost: the broker answered with a new, empty session, so the "
+                "messages queued in it are gone (another client took its client id with clean "
+                "start, it expired, or the broker lost its state)",
+                extra={
+                    "stage": "ingest",
+                    "partition": self._partition,
+                    "client_id": self._client_id,
+                    "reason": "session_lost",
+                },
+            )
+        self._markers.mark(self._client_id)
         options = SubscribeOptions(qos=1)
         group = self._config.share_group
         client.subscribe([(f"$share/{group}/{f}", options) for f in self._config.topic_filters])

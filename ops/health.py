@@ -7,7 +7,12 @@ dependency checks (``ops.health_checks``) and keeps a short history for rates an
 ``F2_HEALTH_STUCK_AFTER_S`` is ``degraded``; an idle flow with nothing waiting is ``ok``.
 
 - ingest: progress = messages received + acknowledged; waiting = messages held unacknowledged
-  (``f2_ingest_unacked``) or the broker's stored messages grew since the last progress.
+  (``f2_ingest_unacked``) or one of its own MQTT sessions disconnected
+  (``f2_ingest_mqtt_connected``). Only the pipeline's own sessions count: the broker's global
+  counters move with ``$SYS`` and other clients' state, and judged an idle pipeline stuck.
+  A session the broker answered with a new, empty session although ingest had created it before
+  (``f2_ingest_session_lost_time_seconds``) makes ingest ``degraded`` for
+  :data:`SESSION_LOST_DEGRADED_S`: the messages queued in it are gone.
 - decode: progress = raw messages decoded; waiting = consumer lag > 0 (``f2_kafka_consumer_lag``).
 
 A flow held by a dependency that refuses every write (``f2_store_blocked``, ``f2_kafka_blocked``,
@@ -123,17 +128,42 @@ def blocked(scrape: Scrape) -> str:
     return f"blocked: the {' and the '.join(held)} {verb} every write ({why})"
 
 
-def waiting(name: str, scrape: Scrape, stored_growth: float) -> str:
-    """Why input is waiting for the flow ('' if nothing is)."""
+SESSION_LOST_DEGRADED_S = 600.0
+
+
+def waiting(name: str, scrape: Scrape) -> str:
+    """Why input is waiting for the flow ('' if nothing is), from the flow's own metrics."""
     if name == "ingest":
         unacked = scrape.total("f2_ingest_unacked")
         if unacked > 0:
             return f"{unacked:.0f} messages unacknowledged"
-        if stored_growth > 0:
-            return f"broker's stored messages grew by {stored_growth:.0f}"
-        return ""
+        down = sorted(
+            partition
+            for partition, value in scrape.by_label("f2_ingest_mqtt_connected", "partition").items()
+            if value == 0
+        )
+        return f"MQTT sessions {', '.join(down)} disconnected" if down else ""
     lag = scrape.total("f2_kafka_consumer_lag")
     return f"consumer lag {lag:.0f}" if lag > 0 else ""
+
+
+def sessions_lost(scrape: Scrape) -> str:
+    """Which of ingest's MQTT sessions the broker lost in the last
+    :data:`SESSION_LOST_DEGRADED_S` ('' if none)."""
+    lost = {
+        partition: at
+        for partition, at in scrape.by_label(
+            "f2_ingest_session_lost_time_seconds", "partition"
+        ).items()
+        if at > 0 and scrape.at - at < SESSION_LOST_DEGRADED_S
+    }
+    if not lost:
+        return ""
+    when = time.strftime("%H:%M:%S", time.gmtime(max(lost.values())))
+    return (
+        f"MQTT sessions {', '.join(sorted(lost))} were lost (last at {when} UTC): the broker "
+        "answered with new, empty sessions, so the messages queued in them are gone"
+    )
 
 
 class FlowWatch:
@@ -144,9 +174,8 @@ class FlowWatch:
         self.history: deque[Scrape] = deque()
         self.progress_at: float | None = None
         self.progress_value: float | None = None
-        self.stored_at_progress = 0.0
 
-    def add(self, scrape: Scrape, broker_stored: float) -> None:
+    def add(self, scrape: Scrape) -> None:
         self.history.append(scrape)
         while self.history and self.history[0].at < scrape.at - self.keep_s:
             self.history.popleft()
@@ -155,12 +184,11 @@ class FlowWatch:
         value = progress(self.name, scrape)
         if self.progress_value is None or value != self.progress_value:
             self.progress_value, self.progress_at = value, scrape.at
-            self.stored_at_progress = broker_stored
 
     def latest_ok(self) -> Scrape | None:
         return next((s for s in reversed(self.history) if s.ok), None)
 
-    def component(self, stuck_after_s: float, broker_stored: float, latency_ms: float) -> Component:
+    def component(self, stuck_after_s: float, latency_ms: float) -> Component:
         """The flow's state from its latest scrape and its progress history."""
         if not self.history:
             return Component(DOWN, latency_ms, "not scraped yet")
@@ -170,7 +198,10 @@ class FlowWatch:
         held = blocked(last)
         if held:
             return Component(DOWN, latency_ms, held)
-        why = waiting(self.name, last, broker_stored - self.stored_at_progress)
+        lost = sessions_lost(last)
+        if lost:
+            return Component(DEGRADED, latency_ms, lost)
+        why = waiting(self.name, last)
         still = last.at - (self.progress_at or last.at)
         counter = (
             "f2_ingest_received_total" if self.name == "ingest" else "f2_decode_messages_total"
@@ -215,23 +246,17 @@ class HealthMonitor:
             self.report()
             self._stop.wait(self.settings.interval_s)
 
-    def _broker_stored(self) -> float:
-        if self.broker is None:
-            return 0.0
-        return self.broker.values().get("f2_mqtt_broker_messages_stored", 0.0)
-
     def scrape_flows(self) -> dict[str, float]:
         """Scrape both flows now (in parallel); their latencies in ms."""
         futures = {
             name: self._pool.submit(_timed_scrape, watch.url, self.settings.timeout_s)
             for name, watch in self.flows.items()
         }
-        stored = self._broker_stored()
         latencies = {}
         with self._lock:
             for name, future in futures.items():
                 result, latencies[name] = future.result()
-                self.flows[name].add(result, stored)
+                self.flows[name].add(result)
         return latencies
 
     def report(self, only: str | None = None) -> dict[str, object]:
@@ -248,12 +273,11 @@ class HealthMonitor:
         components: dict[str, Component] = {}
         if any(name in FLOW_NAMES for name in names):
             latencies = self.scrape_flows()
-            stored = self._broker_stored()
             with self._lock:
                 for name in FLOW_NAMES:
                     if name in names:
                         components[name] = self.flows[name].component(
-                            self.settings.stuck_after_s, stored, latencies[name]
+                            self.settings.stuck_after_s, latencies[name]
                         )
         for name, future in checks.items():
             try:

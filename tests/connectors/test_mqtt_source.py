@@ -266,3 +266,50 @@ def test_a_paused_client_reads_nothing_while_connected(monkeypatch: pytest.Monke
     client.read_paused = lambda: False
     client.loop_read()
     assert reads == [1, 1]
+
+
+class SubscribingClient(FakeClient):
+    def subscribe(self, topics: list) -> None:
+        self.subscribed = topics
+
+
+def connect(partition, present: bool) -> None:
+    flags = SimpleNamespace(session_present=present)
+    partition._on_connect(partition._client, None, flags, SimpleNamespace(is_failure=False), None)
+
+
+def lost(partition_name: str) -> float:
+    return mqtt_source.SESSIONS_LOST.labels(partition_name)._value.get()
+
+
+def test_a_session_the_broker_answers_as_new_is_counted_as_lost(
+    monkeypatch: pytest.MonkeyPatch, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(mqtt_source._MqttPartition, "_connect", lambda self: SubscribingClient())
+    config = MqttSourceSettings("h", 1, "u", "p", partitions=1, state_dir=str(tmp_path))
+    partition = MqttSource(config).build_part("mqtt", "s0", None)
+    before = lost("s0")
+    connect(partition, present=False)  # first connection: the session is created
+    assert lost("s0") == before and (tmp_path / "f2-ingest-s0").exists()
+    connect(partition, present=True)  # a reconnect that found it
+    assert lost("s0") == before
+    connect(partition, present=False)  # taken over with clean start, expired, broker reset
+    assert lost("s0") == before + 1
+    assert mqtt_source.SESSION_LOST_TIME.labels("s0")._value.get() > 1_700_000_000
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("mqtt session lost")]
+    assert record.levelname == "ERROR" and record.client_id == "f2-ingest-s0"
+
+    restarted = MqttSource(config).build_part("mqtt", "s0", None)  # a new process: the marker
+    connect(restarted, present=False)
+    assert lost("s0") == before + 2
+
+
+def test_forgotten_sessions_are_not_alarms(tmp_path) -> None:
+    markers = mqtt_source.SessionMarkers(str(tmp_path))
+    markers.mark("f2-ingest-s3")
+    assert mqtt_source.SessionMarkers(str(tmp_path)).exists("f2-ingest-s3")
+    markers.forget("f2-ingest-s3")
+    assert not mqtt_source.SessionMarkers(str(tmp_path)).exists("f2-ingest-s3")
+    memory = mqtt_source.SessionMarkers("")  # no folder: this process only
+    memory.mark("x")
+    assert memory.exists("x") and not mqtt_source.SessionMarkers("").exists("x")

@@ -1,18 +1,27 @@
 """The health API through outages, on an isolated stack (``/tmp/obs-stack``, ports + 600) with
 its flows and health API supervised by ``f2 stack up --flows``: stopping Redis makes the pipeline
 ``degraded`` (HTTP 200), stopping PostgreSQL (the timeseries database) makes it ``down`` (503),
-and both recover by themselves once the service is back."""
+and both recover by themselves once the service is back; an idle pipeline stays ``ok`` after
+such restarts; a session of ingest deleted at the broker is an alarm (counter, error log, ingest
+``degraded``)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from ops.procs import wait_until
-from tests.integration.obs_support import ROOT, get_json
+from schemas.settings import load_settings
+from tests.integration.obs_support import ROOT, get_json, get_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -24,6 +33,7 @@ ENV = {
     "F2_INGEST_METRICS_PORT": str(3031 + OFFSET),
     "F2_DECODE_METRICS_PORT": str(3032 + OFFSET),
     "F2_HEALTH_INTERVAL_S": "1",
+    "F2_HEALTH_STUCK_AFTER_S": "15",
     "F2_REGISTRY_REDIS_BACKOFF_S": "1",
 }
 HEALTH = f"http://127.0.0.1:{8000 + OFFSET}"
@@ -98,3 +108,43 @@ def test_timeseries_db_down_is_down_and_recovers(isolated):
     finally:
         f2("stack", "start", "postgres")
     wait_status("ok", timeout_s=120)
+
+
+def test_an_idle_pipeline_stays_ok_through_dependency_restarts(isolated):
+    """No traffic; Redis, then PostgreSQL stopped and started: once back, the report stays ok for
+    longer than the stuck window (the broker's own counters moved meanwhile: not the pipeline's)."""
+    wait_status("ok")
+    for service in ("redis", "postgres"):
+        f2("stack", "stop", service)
+        f2("stack", "start", service)
+    wait_status("ok", timeout_s=120)
+    deadline = time.monotonic() + 30  # twice F2_HEALTH_STUCK_AFTER_S
+    while time.monotonic() < deadline:
+        assert health()[1]["status"] == "ok", health()
+        time.sleep(2)
+
+
+def test_a_deleted_ingest_session_is_an_alarm(isolated):
+    """Delete ingest's session s0 at the broker on purpose (clean start under its client id, as a
+    takeover would): ingest counts it, logs an error and the health report says degraded."""
+    wait_status("ok")
+    settings = load_settings(ENV)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="f2-ingest-s0", protocol=MQTTProtocolVersion.MQTTv5
+    )
+    client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    client.connect(settings.mqtt_host, settings.mqtt_port, clean_start=True, properties=props)
+    client.loop_start()
+    assert wait_until(client.is_connected, 10, 0.1)
+    client.disconnect()
+    client.loop_stop()
+    report = wait_status("degraded", timeout_s=60)
+    ingest = report["components"]["ingest"]
+    assert ingest["status"] == "degraded" and "s0" in ingest["detail"]
+    assert "lost" in ingest["detail"]
+    metrics = get_text(f"http://127.0.0.1:{3031 + OFFSET}/metrics")
+    assert 'f2_ingest_sessions_lost_total{partition="s0"} 1.0' in metrics
+    log = Path(ENV["F2_STACK_DIR"]) / "logs" / "ingest.log"
+    assert '"msg":"mqtt session lost' in log.read_text(errors="replace")

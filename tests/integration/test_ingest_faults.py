@@ -455,8 +455,8 @@ def test_wrong_kafka_credentials_hold_ingest_visibly_and_lose_nothing(
         publish(isolated, [(LIMIT_TOPIC, numbered(marker, n)) for n in range(50)])
         assert wait_until(lambda: metric("f2_kafka_blocked") >= 1, 30, 0.5)
         watch = FlowWatch("ingest", "http://127.0.0.1:3331/metrics", 60)
-        watch.add(scrape(watch.url, 5), 0.0)
-        component = watch.component(60, 0.0, 1.0)
+        watch.add(scrape(watch.url, 5))
+        component = watch.component(60, 1.0)
         assert component.status == DOWN and "authentication" in component.detail
         assert metric("f2_ingest_acked_total") == 0  # nothing acknowledged to the broker
     finally:

@@ -103,8 +103,8 @@ def timeseries(settings: Settings) -> Iterator[psycopg.Connection]:
 
 def health_of(process: FlowProcess) -> tuple[str, str]:
     watch = FlowWatch("decode", f"http://127.0.0.1:{process.port}/metrics", 60)
-    watch.add(scrape(watch.url, 5), 0.0)
-    component = watch.component(60, 0.0, 1.0)
+    watch.add(scrape(watch.url, 5))
+    component = watch.component(60, 1.0)
     return component.status, component.detail
 
 
