@@ -12,6 +12,8 @@ import uuid
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from ops.tls import CertFiles
 
@@ -24,10 +26,11 @@ class ProbeError(RuntimeError):
 
 
 class Probe:
-    """One connected MQTT v5 session (clean start) that records what the broker answers."""
+    """One connected MQTT v5 session that records what the broker answers."""
 
-    def __init__(self, client: mqtt.Client) -> None:
+    def __init__(self, client: mqtt.Client, session_present: bool = False) -> None:
         self.client = client
+        self.session_present = session_present
         self.acks: dict[int, int] = {}
         self.messages: list[tuple[str, bytes]] = []
         self.disconnects: list[int] = []
@@ -97,15 +100,19 @@ def connect(
     password: str | None,
     certs: CertFiles | None = None,
     ca_file: str | None = None,
+    client_id: str | None = None,
+    session_expiry_s: int = 0,
 ) -> tuple[Probe | None, int]:
     """Open a session; ``(probe, 0)`` on success, ``(None, CONNACK reason code)`` on refusal.
 
     ``ca_file`` turns on TLS (server verified against it); ``certs`` adds a client certificate.
-    A TLS or socket failure raises :class:`ProbeError`.
+    ``client_id`` (default: a random one) with ``session_expiry_s`` > 0 resumes or keeps a
+    persistent session (clean start off); the probe's ``session_present`` says which. A TLS or
+    socket failure raises :class:`ProbeError`.
     """
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=f"f2-probe-{uuid.uuid4().hex[:12]}",
+        client_id=client_id or f"f2-probe-{uuid.uuid4().hex[:12]}",
         protocol=mqtt.MQTTv5,
     )
     if username is not None:
@@ -118,10 +125,12 @@ def connect(
     except (OSError, ValueError) as exc:
         raise ProbeError(f"TLS files unusable: {exc}") from exc
     answer: list[int] = []
+    present: list[bool] = []
     done = threading.Event()
 
-    def on_connect(_client, _userdata, _flags, reason_code, _props) -> None:
+    def on_connect(_client, _userdata, flags, reason_code, _props) -> None:
         answer.append(reason_code.value)
+        present.append(bool(flags.session_present))
         done.set()
 
     def on_disconnect(_client, _userdata, _flags, reason_code, _props) -> None:
@@ -130,8 +139,12 @@ def connect(
 
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect
+    props = None
+    if session_expiry_s:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = session_expiry_s
     try:
-        client.connect(host, port, keepalive=30)
+        client.connect(host, port, keepalive=30, clean_start=not session_expiry_s, properties=props)
     except OSError as exc:
         raise ProbeError(f"cannot connect to {host}:{port}: {exc}") from exc
     deadline = time.monotonic() + TIMEOUT_S
@@ -143,6 +156,6 @@ def connect(
     if answer[0] != 0:
         client.disconnect()
         return None, answer[0]
-    probe = Probe(client)
+    probe = Probe(client, bool(present and present[0]))
     client.loop_start()
     return probe, 0

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import msgspec
 
-from ops.mqtt_probe import NOT_AUTHORIZED, ProbeError, connect
+from ops.mqtt_probe import NOT_AUTHORIZED, Probe, ProbeError, connect
 from ops.secret_files import new_password
+from ops.tls import CertFiles
 
 MIN_SECRET_CHARS = 16
 WEAK_PASSWORDS = frozenset(
@@ -40,7 +41,7 @@ WEAK_PASSWORDS = frozenset(
         "123456",
     }
 )
-PUBLIC_SUFFIXES = (".crt", ".srl", ".pem.pub")
+PUBLIC_SUFFIXES = (".crt", ".srl", ".pem.pub", "crl.pem")  # a revocation list is published
 DATABASE_WORDS = ("postgres", "timescale", "redis", "pgsql")
 DEPLOY_SUFFIXES = (".yml", ".yaml", ".conf", ".env", ".json", ".toml", ".acl", ".tpl", ".txt")
 
@@ -94,6 +95,11 @@ def wrong_password_rejected(host: str, port: int, usernames: Iterable[str]) -> C
     return CheckResult("wrong password rejected", True, f"refused for {', '.join(names)}")
 
 
+def device_session(host: str, port: int, device: Login) -> tuple[Probe | None, int]:
+    """A device's session: its client id is its MAC (the broker refuses any other)."""
+    return connect(host, port, device.username, device.password, client_id=device.username)
+
+
 def device_topics(mac: str, kind: str = "tele") -> str:
     component = "sensor-mode/J1/sensor-1" if kind == "tele" else "access-control-mode/J1/strike-1"
     return f"{kind}/f2-{mac}/{component}"
@@ -110,7 +116,7 @@ def device_cannot_speak_for_another(
     watcher, code = connect(host, port, reader.username, reader.password)
     if watcher is None:
         return CheckResult(name, False, f"pipeline user refused (reason {code})")
-    speaker, code = connect(host, port, device.username, device.password)
+    speaker, code = device_session(host, port, device)
     try:
         if speaker is None:
             return CheckResult(name, False, f"probe device refused (reason {code})")
@@ -144,8 +150,8 @@ def device_cannot_read_others_commands(
     Control: ``other`` receives the command the operator sent it.
     """
     name = "device cannot read others' commands"
-    listener, code = connect(host, port, device.username, device.password)
-    owner, code2 = connect(host, port, other.username, other.password)
+    listener, code = device_session(host, port, device)
+    owner, code2 = device_session(host, port, other)
     sender, code3 = connect(host, port, operator.username, operator.password)
     clients = [c for c in (listener, owner, sender) if c is not None]
     try:
@@ -165,6 +171,138 @@ def device_cannot_read_others_commands(
     finally:
         for client in clients:
             client.close()
+
+
+def client_ids_bound(
+    host: str,
+    port: int,
+    owner: Login,
+    device: Login,
+    mtls_port: int | None = None,
+    certs: CertFiles | None = None,
+    ca_file: str | None = None,
+) -> CheckResult:
+    """A device that sends another identity's client id can neither take over nor end that
+    identity's session: with its password it is refused, with its certificate (mTLS) its client
+    id is forced to its own. Control: the session keeps its queued message throughout."""
+    name = "client ids bound to identities"
+    session = f"f2-idcheck-{new_password()[:10]}"
+    keeper, code = connect(
+        host, port, owner.username, owner.password, client_id=session, session_expiry_s=120
+    )
+    if keeper is None:
+        return CheckResult(name, False, f"session owner refused (reason {code})")
+    keeper.subscribe(f"tele/f2-{device.username}/#")
+    keeper.close()
+    try:
+        speaker, code = device_session(host, port, device)
+        if speaker is None:
+            return CheckResult(name, False, f"probe device refused with its own id ({code})")
+        speaker.publish(device_topics(device.username), b"queued")
+        speaker.close()
+        intruder, code = connect(host, port, device.username, device.password, client_id=session)
+        if intruder is not None:
+            intruder.close()
+            return CheckResult(name, False, f"a device logged in as client id {session}")
+        if certs is not None and mtls_port is not None:
+            try:
+                forced, _ = connect(host, mtls_port, None, None, certs, client_id=session)
+            except ProbeError:
+                forced = None
+            if forced is not None:
+                forced.close()
+        back, code = connect(
+            host, port, owner.username, owner.password, client_id=session, session_expiry_s=120
+        )
+        if back is None:
+            return CheckResult(name, False, f"session owner refused afterwards (reason {code})")
+        got = back.wait_messages(1, 3.0)
+        back.close()
+        if not back.session_present or not got:
+            return CheckResult(
+                name, False, f"session taken over: present={back.session_present}, got {got}"
+            )
+    finally:
+        ended, _ = connect(host, port, owner.username, owner.password, client_id=session)
+        if ended is not None:
+            ended.close()
+    how = "refused with its password" + (", forced to its CN with its certificate" if certs else "")
+    return CheckResult(name, True, f"a device sending another's client id is {how}")
+
+
+def password_revocation_holds(
+    host: str, port: int, device: Login, revoke: Callable[[], None]
+) -> CheckResult:
+    """Revoking a device closes its session at once and its password no longer logs in."""
+    name = "revocation holds (password)"
+    probe, code = device_session(host, port, device)
+    if probe is None:
+        return CheckResult(name, False, f"probe device refused before revocation ({code})")
+    try:
+        revoke()
+        closed = probe.wait_disconnect(5.0)
+    finally:
+        probe.close()
+    again, code = device_session(host, port, device)
+    if again is not None:
+        again.close()
+        return CheckResult(name, False, "the revoked password still logs in")
+    if not closed:
+        return CheckResult(name, False, "the revoked device's session stayed open")
+    return CheckResult(name, True, f"session closed, login refused (reason {code})")
+
+
+def certificate_refused(host: str, mtls_port: int, certs: CertFiles) -> bool:
+    try:
+        probe, _code = connect(host, mtls_port, None, None, certs)
+    except ProbeError:
+        return True
+    if probe is None:
+        return True
+    closed = probe.wait_disconnect(1.0)
+    probe.close()
+    return closed
+
+
+def certificate_revocation_holds(
+    host: str, mtls_port: int, certs: CertFiles, revoke: Callable[[], None]
+) -> CheckResult:
+    """A revoked client certificate no longer completes a connection on the mTLS listener."""
+    name = "revocation holds (certificate)"
+    if certificate_refused(host, mtls_port, certs):
+        return CheckResult(name, False, "the probe certificate was refused before revocation")
+    revoke()
+    if not certificate_refused(host, mtls_port, certs):
+        return CheckResult(name, False, "the revoked certificate still connects")
+    return CheckResult(name, True, "refused after revocation (revocation list, SIGHUP)")
+
+
+def reregistration_is_new(
+    host: str,
+    port: int,
+    mtls_port: int,
+    old: Login,
+    old_certs: CertFiles,
+    register: Callable[[], tuple[Login, CertFiles]],
+) -> CheckResult:
+    """Registering a revoked MAC again gives new credentials; the old ones stay dead."""
+    name = "re-registration revives nothing"
+    new, new_certs = register()
+    if new.password == old.password:
+        return CheckResult(name, False, "the same password was issued again")
+    probe, code = device_session(host, port, old)
+    if probe is not None:
+        probe.close()
+        return CheckResult(name, False, "the old password logs in again")
+    if not certificate_refused(host, mtls_port, old_certs):
+        return CheckResult(name, False, "the old certificate connects again")
+    fresh, code = device_session(host, port, new)
+    if fresh is None:
+        return CheckResult(name, False, f"the new password is refused ({code})")
+    fresh.close()
+    if certificate_refused(host, mtls_port, new_certs):
+        return CheckResult(name, False, "the new certificate is refused")
+    return CheckResult(name, True, "new password and certificate work; the old ones are refused")
 
 
 def tls_listeners(

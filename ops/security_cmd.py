@@ -13,14 +13,20 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from ops import device_identity, secret_files
+from ops.device_identity import DeviceMaterial
+from ops.mqtt_admin import AdminError, DynsecAdmin
 from ops.security_checks import (
     CheckResult,
     Login,
     anonymous_rejected,
+    certificate_revocation_holds,
+    client_ids_bound,
     default_logins_accepted,
     deploy_files_safe,
     device_cannot_read_others_commands,
@@ -29,13 +35,16 @@ from ops.security_checks import (
     guarded,
     loopback_only,
     no_default_passwords,
+    password_revocation_holds,
     read_tcp_tables,
+    reregistration_is_new,
     secrets_private,
     tls_listeners,
     wrong_password_rejected,
 )
 from ops.services import OPERATOR_MQTT_USER, OPERATOR_PASSWORD_FILE, Mosquitto, ServiceError
 from ops.stack import Stack
+from ops.tls import CertFiles
 from schemas.settings import (
     DB_USER,
     PIPELINE_MQTT_USER,
@@ -45,7 +54,7 @@ from schemas.settings import (
 )
 
 # Reserved identities the check creates for itself and removes afterwards.
-PROBE_MACS = ("f2f2f2f2f2a1", "f2f2f2f2f2b2")
+PROBE_MACS = ("f2f2f2f2f2a1", "f2f2f2f2f2b2", "f2f2f2f2f2c3")
 READER_KEY_FILE = "reader-hash-key"
 # variable -> secret file holding its value
 SECRET_FILES = {
@@ -151,6 +160,69 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe_device(
+    admin: DynsecAdmin, material: DeviceMaterial, mac: str, cert: bool = False
+) -> Login:
+    """A temporary device identity for the checks (new password; a certificate with ``cert``)."""
+    password = material.password(mac, rotate=True)
+    if cert:
+        material.issue_certificate(mac)
+    device_identity.grant(admin, mac, password)
+    return Login(mac, password)
+
+
+def _revocation_checks(
+    broker: Mosquitto, host: str, admin: DynsecAdmin, material: DeviceMaterial, owner: Login
+) -> list[CheckResult]:
+    """Client-id binding, revocation (password, certificate) and re-registration, on a probe
+    device with a password and a certificate."""
+    mac = PROBE_MACS[2]
+    device = _probe_device(admin, material, mac, cert=True)
+    issued = material.certificate(mac)
+    assert issued is not None
+    kept = Path(tempfile.mkdtemp(prefix="f2-old-cert-"))  # the old files, after the revocation
+    certs = CertFiles(
+        issued.ca_file,
+        shutil.copy(issued.cert_file, kept / "client.crt"),
+        shutil.copy(issued.key_file, kept / "client.key"),
+    )
+
+    def revoke_certificate() -> None:
+        material.revoke_certificate(mac)
+        broker.install_crl()
+        broker.reload()
+
+    def register_again() -> tuple[Login, CertFiles]:
+        material.forget(mac)
+        again = _probe_device(admin, material, mac, cert=True)
+        new_certs = material.certificate(mac)
+        assert new_certs is not None
+        return again, new_certs
+
+    bound = guarded(
+        "client ids bound to identities",
+        lambda: client_ids_bound(host, broker.port, owner, device, broker.mtls_port, certs),
+    )
+    by_cert = guarded(
+        "revocation holds (certificate)",
+        lambda: certificate_revocation_holds(host, broker.mtls_port, certs, revoke_certificate),
+    )
+    by_password = guarded(
+        "revocation holds (password)",
+        lambda: password_revocation_holds(
+            host, broker.port, device, lambda: device_identity.revoke(admin, mac)
+        ),
+    )
+    again = guarded(
+        "re-registration revives nothing",
+        lambda: reregistration_is_new(
+            host, broker.port, broker.mtls_port, device, certs, register_again
+        ),
+    )
+    shutil.rmtree(kept, ignore_errors=True)
+    return [bound, by_password, by_cert, again]
+
+
 def run_checks(stack: Stack) -> list[CheckResult]:
     """Every check against the stack; temporary probe devices are removed afterwards."""
     broker = _broker(stack)
@@ -160,17 +232,19 @@ def run_checks(stack: Stack) -> list[CheckResult]:
     folder = secret_files.secrets_dir(stack.root)
     operator = secret_files.read_secret(folder / OPERATOR_PASSWORD_FILE) or ""
     pipeline = Login(settings.mqtt_username, settings.mqtt_password)
-    try:
-        first, second = (
-            Login(mac, device_identity.grant(broker, mac, rotate=True, reload=False))
-            for mac in PROBE_MACS
-        )
-        broker.reload()
-        results = _live_checks(broker, host, ca_file, pipeline, first, second, operator)
-    finally:
-        for mac in PROBE_MACS:
-            device_identity.forget(broker, mac, reload=False)
-        broker.reload()
+    material = DeviceMaterial(folder / "devices", broker.tls_dir)
+    with DynsecAdmin(broker.admin_settings()) as admin:
+        try:
+            first, second = (_probe_device(admin, material, mac) for mac in PROBE_MACS[:2])
+            results = _live_checks(broker, host, ca_file, pipeline, first, second, operator)
+            results += _revocation_checks(broker, host, admin, material, pipeline)
+        finally:
+            for mac in PROBE_MACS:
+                device_identity.revoke(admin, mac)
+                material.forget(mac)
+                material.registered(mac)  # probes leave no trace in the revoked list
+            broker.install_crl()
+            broker.reload()
     info = stack.info
     strength = {
         "db password": info.db_password,
@@ -191,7 +265,7 @@ def run_checks(stack: Stack) -> list[CheckResult]:
                     folder,
                     broker.dir / "passwd",
                     broker.dir / "acl",
-                    broker.dir / "devices.passwd",
+                    broker.dir / "dynsec.json",
                     broker.dir / "tls",
                     stack.root / "redis" / "redis.conf",
                 ]
@@ -266,7 +340,7 @@ def _live_checks(
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         results = run_checks(Stack())
-    except ServiceError as exc:
+    except (ServiceError, AdminError) as exc:
         print(f"f2 security check: {exc}", file=sys.stderr)
         return 1
     if args.json:

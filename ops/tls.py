@@ -4,6 +4,13 @@ One CA per stack (``<secrets>/tls/ca.key``, never given to the broker), one serv
 ``localhost``/``127.0.0.1``, and client certificates whose subject CN is a device's MAC (the
 broker's mTLS listener takes the CN as the MQTT username). Keys are ECDSA P-256, private files are
 mode 0600. Every function is idempotent: it creates only what is missing.
+
+Revocation: a revoked client certificate's serial goes into the CA's certificate revocation list
+(``crl.pem``, kept with ``openssl ca``'s database ``crl-index.txt``); the broker's mTLS listener
+checks new handshakes against it (``crlfile``) and re-reads it on SIGHUP (verified on Mosquitto
+2.0.11: a revoked certificate fails the handshake after the reload, other connections stay). A
+new certificate for the same MAC has a new serial, so registering a device again never revives
+its old certificate.
 """
 
 from __future__ import annotations
@@ -34,7 +41,12 @@ class CertFiles(msgspec.Struct, frozen=True):
 
 
 def _openssl(*args: str) -> None:
-    result = subprocess.run(["openssl", *args], capture_output=True, text=True)
+    """Run openssl; files it creates are private (``openssl ca`` writes its database files)."""
+    old = os.umask(0o077)
+    try:
+        result = subprocess.run(["openssl", *args], capture_output=True, text=True)
+    finally:
+        os.umask(old)
     if result.returncode != 0:
         raise TlsError(f"openssl {args[0]} failed: {result.stderr.strip()[-500:]}")
 
@@ -112,3 +124,85 @@ def certificate_subject(cert: Path) -> str:
         check=False,
     )
     return result.stdout.strip()
+
+
+CRL_DAYS = 3650
+_CA_CONFIG = """\
+[ ca ]
+default_ca = f2
+[ f2 ]
+database = {index}
+crlnumber = {number}
+default_md = sha256
+default_crl_days = {days}
+"""
+
+
+def _ca_config(tls_dir: Path) -> Path:
+    """A minimal ``openssl ca`` configuration whose database holds the revoked serials."""
+    index, number = tls_dir / "crl-index.txt", tls_dir / "crl-number"
+    config = tls_dir / "crl.cnf"
+    old = os.umask(0o077)
+    try:
+        if not index.exists():
+            index.write_text("")
+        if not number.exists():
+            number.write_text("01\n")
+        config.write_text(_CA_CONFIG.format(index=index, number=number, days=CRL_DAYS))
+    finally:
+        os.umask(old)
+    for path in tls_dir.glob("crl*"):
+        if path.suffix != ".pem":
+            os.chmod(path, 0o600)
+    return config
+
+
+def ensure_crl(tls_dir: Path) -> Path:
+    """The CA's certificate revocation list (``crl.pem``), created (empty) if missing."""
+    crl = tls_dir / "crl.pem"
+    if not crl.exists():
+        _write_crl(tls_dir)
+    return crl
+
+
+def _write_crl(tls_dir: Path) -> None:
+    ca_cert, ca_key = ensure_ca(tls_dir)
+    _openssl(
+        "ca", "-gencrl", "-config", str(_ca_config(tls_dir)), "-cert", str(ca_cert),
+        "-keyfile", str(ca_key), "-out", str(tls_dir / "crl.pem"),
+    )  # fmt: skip
+
+
+def revoke_certificate(tls_dir: Path, cert: Path) -> Path:
+    """Add ``cert``'s serial to the revocation list and write the list again; its path."""
+    ca_cert, ca_key = ensure_ca(tls_dir)
+    serial = certificate_serial(cert)
+    if serial not in revoked_serials(tls_dir):
+        _openssl(
+            "ca", "-revoke", str(cert), "-config", str(_ca_config(tls_dir)),
+            "-cert", str(ca_cert), "-keyfile", str(ca_key),
+        )  # fmt: skip
+    _write_crl(tls_dir)
+    return tls_dir / "crl.pem"
+
+
+def certificate_serial(cert: Path) -> str:
+    """The serial number of a certificate, upper-case hex as ``openssl ca`` records it."""
+    result = subprocess.run(
+        ["openssl", "x509", "-noout", "-serial", "-in", str(cert)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise TlsError(f"openssl x509 -serial failed: {result.stderr.strip()[-300:]}")
+    return result.stdout.strip().partition("=")[2].upper()
+
+
+def revoked_serials(tls_dir: Path) -> set[str]:
+    """The serials the revocation list holds (from ``openssl ca``'s database)."""
+    try:
+        lines = (tls_dir / "crl-index.txt").read_text().splitlines()
+    except FileNotFoundError:
+        return set()
+    return {line.split("\t")[3].upper() for line in lines if line.startswith("R\t")}

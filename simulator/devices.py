@@ -42,21 +42,21 @@ class DevicePublishers:
     """A connection per controller, behaving like one publisher.
 
     ``make(settings, client_id)`` builds one connection from the device's settings (see
-    :func:`device_settings`).
+    :func:`device_settings`); its client id is the controller's MAC, the only one the broker
+    accepts for a device identity.
     """
 
     def __init__(
         self,
         settings: Settings,
         credentials: dict[str, str],
-        client_id: str,
         qos: int,
         make: PublisherFactory,
     ) -> None:
         self.qos = qos
         self._own = Tally()  # QoS 0 messages refused without sending
         self._by_mac: dict[str, AnyPublisher] = {
-            mac: make(device_settings(settings, mac, password), f"{client_id}-{mac}")
+            mac: make(device_settings(settings, mac, password), mac)
             for mac, password in credentials.items()
         }
         self._all = list(self._by_mac.values())

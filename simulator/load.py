@@ -117,7 +117,6 @@ def make_publisher(
         return DevicePublishers(
             settings,
             credentials,
-            client_id,
             config.qos,
             lambda device, name: make_publisher(config, device, name),
         )
