@@ -500,3 +500,42 @@ def test_ingest_holds_at_most_its_byte_budget_while_kafka_is_frozen(
     finally:
         flow.stop()
     assert wanted <= set(records), f"{len(wanted - set(records))} messages lost"
+
+
+def test_a_device_cannot_take_over_ingests_sessions(isolated: Settings, tmp_path: Path) -> None:
+    """The takeover of the identity issue: ingest stopped with messages queued in its sessions,
+    a registered device tries every ingest client id with clean start; after the restart every
+    message reaches Kafka and no session was lost."""
+    device = json.loads(f2("devices", "register", "0e0e0e0e0e04", "--json").stdout)
+    flow = Flow(tmp_path / "ingest.log")
+    flow.start()
+    flow.stop()  # the sessions exist at the broker; ingest is down
+    marker = f"takeover-{os.getpid()}-{time.time_ns()}"
+    messages = [(LIMIT_TOPIC, numbered(marker, n)) for n in range(400)]
+    publish(isolated, messages)
+    refused = []
+    for index in range(8):
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"f2-ingest-s{index}",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        client.username_pw_set(device["username"], device["password"])
+        answers: list[int] = []
+        client.on_connect = lambda _c, _u, _f, code, _p, answers=answers: answers.append(code.value)
+        client.connect(isolated.mqtt_host, isolated.mqtt_port, clean_start=True)
+        client.loop_start()
+        wait_until(lambda answers=answers: bool(answers), 5, 0.05)
+        client.disconnect()
+        client.loop_stop()
+        refused.append(bool(answers) and answers[0] >= 128)
+    assert all(refused), refused
+    flow.start()
+    try:
+        wanted = {(topic.encode(), body) for topic, body in messages}
+        records = wait_for(isolated.kafka_bootstrap, isolated.raw_topic, wanted, 60)
+        lost = metric("f2_ingest_sessions_lost_total")
+    finally:
+        flow.stop()
+    assert wanted <= set(records), f"{len(wanted - set(records))} of 400 queued messages lost"
+    assert lost == 0

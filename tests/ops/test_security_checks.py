@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 from pathlib import Path
 
+from ops.device_identity import device_acls
 from ops.security_checks import (
     deploy_files_safe,
     listening_addresses,
@@ -13,7 +17,7 @@ from ops.security_checks import (
     untracked_problems,
     weak_secrets,
 )
-from ops.services import MOSQUITTO_ACL, MOSQUITTO_CONF, MOSQUITTO_DEVICE_PATTERNS
+from ops.services import MOSQUITTO_ACL, MOSQUITTO_CONF, operator_store
 
 TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid
    0: 0100007F:6338 00000000:0000 0A 00000000:00000000 00:00000000 00000000   103
@@ -119,7 +123,33 @@ def test_generated_broker_config_is_locked_down() -> None:
     assert "allow_anonymous false" in MOSQUITTO_CONF
     assert "require_certificate true" in MOSQUITTO_CONF
     assert "use_identity_as_username true" in MOSQUITTO_CONF
+    assert "use_username_as_clientid true" in MOSQUITTO_CONF  # certificate devices
+    assert "crlfile" in MOSQUITTO_CONF and "plugin_opt_config_file" in MOSQUITTO_CONF
     assert MOSQUITTO_CONF.count("127.0.0.1") == 3
-    assert "pattern write stat/f2-%u/#" in MOSQUITTO_DEVICE_PATTERNS
-    assert "pattern read cmnd/f2-%u/#" in MOSQUITTO_DEVICE_PATTERNS
-    assert "topic write cmnd/#" in MOSQUITTO_ACL and "readwrite" not in MOSQUITTO_ACL
+    assert "cmnd" not in MOSQUITTO_ACL.replace("topic read cmnd/#", "")  # test rig reads only
+    assert "readwrite" not in MOSQUITTO_ACL
+    assert "f2-operator" not in MOSQUITTO_ACL  # the operator lives in the plugin
+
+
+def test_device_rights_are_its_own_topics_only() -> None:
+    acls = {(a["acltype"], a["topic"], a["allow"]) for a in device_acls("e4fd45f654be")}
+    assert acls == {
+        ("publishClientSend", "stat/f2-e4fd45f654be/#", True),
+        ("publishClientSend", "tele/f2-e4fd45f654be/#", True),
+        ("subscribePattern", "cmnd/f2-e4fd45f654be/#", True),
+        ("subscribePattern", "#", False),
+        ("publishClientReceive", "cmnd/f2-e4fd45f654be/#", True),
+        ("publishClientReceive", "#", False),
+    }
+
+
+def test_the_plugin_store_holds_only_the_operator_with_admin_and_command_rights() -> None:
+    store = operator_store("a-long-operator-password")
+    (client,) = store["clients"]
+    assert client["username"] == "f2-operator" and "a-long" not in json.dumps(store)
+    assert {r["rolename"] for r in client["roles"]} == {"admin", "f2-operator-commands"}
+    topics = {a["topic"] for role in store["roles"] for a in role["acls"]}
+    assert "#" not in topics  # the operator does not read device traffic
+    salt = base64.b64decode(client["salt"])
+    digest = hashlib.pbkdf2_hmac("sha512", b"a-long-operator-password", salt, client["iterations"])
+    assert base64.b64encode(digest).decode() == client["password"]
