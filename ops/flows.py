@@ -29,7 +29,16 @@ from typing import IO
 
 from ops import procs
 from ops.services import ServiceError
-from schemas.settings import load_settings, project_root
+from schemas.settings import (
+    PARAMS_DB,
+    PIPELINE_DB_ROLE,
+    READER_DB_ROLE,
+    TIMESERIES_DB,
+    load_settings,
+    local_dsn,
+    project_root,
+    read_stack_info,
+)
 
 BACKOFF_S = (1.0, 60.0)
 HEALTHY_RUN_S = 60.0
@@ -154,6 +163,7 @@ def flow_command(spec: FlowSpec, root: Path) -> tuple[list[str], dict[str, str]]
     cache = root / "run" / f"{spec.name}-api"
     cache.mkdir(parents=True, exist_ok=True)
     env = {
+        **role_dsns(root, PIPELINE_DB_ROLE),
         **os.environ,
         "F2_STACK_DIR": str(root),
         "BYTEWAX_DATAFLOW_API_ENABLED": "1",
@@ -163,6 +173,23 @@ def flow_command(spec: FlowSpec, root: Path) -> tuple[list[str], dict[str, str]]
     }
     argv = [sys.executable, "-m", "bytewax.run", spec.module, *spec.flags(root)]
     return argv, env
+
+
+def role_dsns(root: Path, role: str) -> dict[str, str]:
+    """``F2_PARAMS_DSN`` and ``F2_TIMESERIES_DSN`` of the local stack at ``root`` as ``role``
+    (the flows log in as ``f2_pipeline``, the health API as ``f2_reader``: least privilege);
+    empty where the stack has no password for it. Variables set by the user win."""
+    info = read_stack_info(root)
+    password = {
+        PIPELINE_DB_ROLE: info.db_pipeline_password,
+        READER_DB_ROLE: info.db_reader_password,
+    }.get(role, "")
+    if not password:
+        return {}
+    return {
+        "F2_PARAMS_DSN": local_dsn(info, PARAMS_DB, role, password),
+        "F2_TIMESERIES_DSN": local_dsn(info, TIMESERIES_DB, role, password),
+    }
 
 
 @dataclass

@@ -16,10 +16,10 @@ import threading
 import time
 from pathlib import Path
 
-from ops import procs
+from ops import flows, procs
 from ops.health import load_health_settings
 from ops.services import ServiceError
-from schemas.settings import project_root, stack_dir
+from schemas.settings import READER_DB_ROLE, project_root, stack_dir
 
 NAME = "health"
 BACKOFF_S = (1.0, 60.0)
@@ -45,7 +45,12 @@ def start_supervised(root: Path, timeout_s: float = 30.0) -> bool:
         [sys.executable, "-m", "ops.health_proc", "supervise"],
         log_file(root),
         supervisor_pid_file(root),
-        env={**os.environ, "F2_STACK_DIR": str(root), "PYTHONUNBUFFERED": "1"},
+        env={
+            **flows.role_dsns(root, READER_DB_ROLE),
+            **os.environ,
+            "F2_STACK_DIR": str(root),
+            "PYTHONUNBUFFERED": "1",
+        },
         cwd=project_root(),
     )
     if not procs.wait_until(lambda: procs.port_open(port), timeout_s):

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from ops.storage_backend import (
     TIMESCALE,
@@ -41,6 +42,26 @@ def pending(conn: psycopg.Connection, files: list[Path]) -> list[Path]:
     """The files of ``files`` not yet recorded as applied."""
     applied = {row[0] for row in conn.execute("SELECT name FROM f2_schema_migrations")}
     return [path for path in files if path.name not in applied]
+
+
+def set_role_passwords(dsn: str, passwords: dict[str, str]) -> list[str]:
+    """Give the login roles of the migrations (``f2_pipeline``, ``f2_reader``) their passwords
+    (from secret files: a migration holds none); the roles set. Roles are per server, so one
+    database of it is enough."""
+    done = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for role, password in passwords.items():
+            if not password:
+                continue
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            if exists:
+                conn.execute(
+                    sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(password)
+                    )
+                )
+                done.append(role)
+    return done
 
 
 def migrate(dsn: str, database: str) -> list[str]:

@@ -616,3 +616,73 @@ def environment_secrets() -> dict[str, str]:
         for k, v in os.environ.items()
         if k.startswith("F2_") and "PASSWORD" in k and not k.endswith("_FILE")
     }
+
+
+WRITER_FORBIDDEN = (
+    "DROP TABLE readings",
+    "ALTER TABLE readings ADD COLUMN f2_check integer",
+    "TRUNCATE device_events",
+    "DELETE FROM readings WHERE false",
+    "CREATE TABLE f2_check_table (x integer)",
+    "CREATE ROLE f2_check_role",
+    "COPY (SELECT 1) TO PROGRAM 'true'",
+)
+READER_FORBIDDEN = (
+    "INSERT INTO readings SELECT * FROM readings WHERE false",
+    "UPDATE controllers SET mac = mac WHERE false",
+    "DELETE FROM sensors WHERE false",
+    "SELECT count(*) FROM device_events",
+)
+REGISTRY_FORBIDDEN = (
+    'UPDATE "Device" SET "DeviceName" = "DeviceName" WHERE false',
+    'DELETE FROM "Pin" WHERE false',
+)
+
+
+def _allowed(dsn: str, statements: Iterable[str]) -> list[str]:
+    """The statements of ``statements`` that ran (each in a transaction rolled back after it),
+    or failed for another reason than a missing privilege."""
+    import psycopg
+
+    class Undo(Exception):
+        pass
+
+    allowed = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in statements:
+            try:
+                with conn.transaction():
+                    conn.execute(statement)
+                    raise Undo
+            except Undo:
+                allowed.append(statement)
+            except psycopg.Error as exc:
+                if exc.sqlstate != "42501":  # insufficient_privilege (also "must be owner")
+                    allowed.append(f"{statement} ({exc.sqlstate}: {exc})")
+    return allowed
+
+
+def database_roles(writer: str, reader: str, registry: str) -> CheckResult:
+    """The flows' role (``writer``: timeseries DSN, ``registry``: its registry DSN) cannot change
+    the schema, delete, create roles or run programs, nor write the registry; the reader role
+    cannot write or read beyond its views. Controls: each does what it is for."""
+    import psycopg
+
+    name = "database roles"
+    leaks = (
+        _allowed(writer, WRITER_FORBIDDEN)
+        + _allowed(reader, READER_FORBIDDEN)
+        + _allowed(registry, REGISTRY_FORBIDDEN)
+    )
+    if leaks:
+        return CheckResult(name, False, f"allowed: {leaks}")
+    with psycopg.connect(writer, autocommit=True) as conn, conn.transaction():
+        conn.execute("SELECT f2_ensure_partitions(0, 0)")
+        conn.execute("INSERT INTO readings SELECT * FROM readings WHERE false")
+    with psycopg.connect(reader) as conn:
+        conn.execute("SELECT count(*) FROM readings_named WHERE false").fetchone()
+    with psycopg.connect(registry) as conn:
+        conn.execute('SELECT count(*) FROM "Device"').fetchone()
+    return CheckResult(
+        name, True, "flows: no DDL, deletes, roles or programs, registry read-only; reader: views"
+    )

@@ -27,6 +27,7 @@ from ops.security_checks import (
     anonymous_rejected,
     certificate_revocation_holds,
     client_ids_bound,
+    database_roles,
     default_logins_accepted,
     deploy_files_safe,
     device_cannot_read_others_commands,
@@ -47,9 +48,14 @@ from ops.stack import Stack
 from ops.tls import CertFiles
 from schemas.settings import (
     DB_USER,
+    PARAMS_DB,
+    PIPELINE_DB_ROLE,
     PIPELINE_MQTT_USER,
+    READER_DB_ROLE,
     SIM_MQTT_USER,
+    TIMESERIES_DB,
     load_settings,
+    local_dsn,
     project_root,
 )
 
@@ -246,11 +252,23 @@ def run_checks(stack: Stack) -> list[CheckResult]:
             broker.install_crl()
             broker.reload()
     info = stack.info
+    results.append(
+        guarded(
+            "database roles",
+            lambda: database_roles(
+                local_dsn(info, TIMESERIES_DB, PIPELINE_DB_ROLE, info.db_pipeline_password),
+                local_dsn(info, TIMESERIES_DB, READER_DB_ROLE, info.db_reader_password),
+                local_dsn(info, PARAMS_DB, PIPELINE_DB_ROLE, info.db_pipeline_password),
+            ),
+        )
+    )
     strength = {
         "db password": info.db_password,
         "pipeline mqtt password": info.pipeline_mqtt_password,
         "sim mqtt password": info.sim_mqtt_password,
         "redis password": info.redis_password,
+        "db pipeline password": info.db_pipeline_password,
+        "db reader password": info.db_reader_password,
         "operator mqtt password": operator,
         **environment_secrets(),
     }

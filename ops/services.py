@@ -149,9 +149,6 @@ class Postgres(Service):
     def prepare(self) -> None:
         if not (self.data / "PG_VERSION").exists():
             self._initdb()
-        if not (self.dir / "bootstrapped").exists():
-            self._bootstrap()
-            (self.dir / "bootstrapped").touch()
 
     def _initdb(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -186,33 +183,34 @@ class Postgres(Service):
             )
 
     def _bootstrap(self) -> None:
-        """Create the pipeline's role and its two databases where missing."""
+        """On the running server, as its superuser: create the owner role (it may create the
+        migrations' login roles, ``CREATEROLE``, also granted to the owner of an older stack) and
+        its two databases where missing."""
         import psycopg
         from psycopg import sql
 
-        self._pg_ctl("start")
-        try:
-            dsn = f"postgresql://postgres:{self.info.db_password}@127.0.0.1:{self.port}/postgres"
-            with psycopg.connect(dsn, autocommit=True) as conn:
+        marker = self.dir / "bootstrapped-roles"
+        if marker.exists():
+            return
+        dsn = f"postgresql://postgres:{self.info.db_password}@127.0.0.1:{self.port}/postgres"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DB_USER,)).fetchone():
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}").format(
+                        sql.Identifier(DB_USER), sql.Literal(self.info.db_password)
+                    )
+                )
+            conn.execute(sql.SQL("ALTER ROLE {} CREATEROLE").format(sql.Identifier(DB_USER)))
+            for database in (PARAMS_DB, TIMESERIES_DB):
                 if not conn.execute(
-                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (DB_USER,)
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
                 ).fetchone():
                     conn.execute(
-                        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                            sql.Identifier(DB_USER), sql.Literal(self.info.db_password)
+                        sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                            sql.Identifier(database), sql.Identifier(DB_USER)
                         )
                     )
-                for database in (PARAMS_DB, TIMESERIES_DB):
-                    if not conn.execute(
-                        "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
-                    ).fetchone():
-                        conn.execute(
-                            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                                sql.Identifier(database), sql.Identifier(DB_USER)
-                            )
-                        )
-        finally:
-            self._pg_ctl("stop")
+        marker.touch()
 
     def _pg_ctl(self, action: str) -> None:
         argv = [*_as_user("postgres"), str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w"]
@@ -237,6 +235,7 @@ class Postgres(Service):
                     f"postgres failed to start; see its log: {self.log_file}\n"
                     f"{procs.tail(self.log_file)}"
                 ) from exc
+        self._bootstrap()
         if not procs.wait_until(self.ready, READY_TIMEOUT_S):
             raise ServiceError(f"postgres not ready; see its log: {self.log_file}")
 

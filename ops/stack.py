@@ -18,11 +18,13 @@ from pathlib import Path
 import msgspec
 
 from ops import flows, monitoring, packages, procs
-from ops.migrate import migrate
+from ops.migrate import migrate, set_role_passwords
 from ops.services import SERVICE_CLASSES, Service, ServiceError
 from schemas.settings import (
     DEFAULT_PORTS,
     PARAMS_DB,
+    PIPELINE_DB_ROLE,
+    READER_DB_ROLE,
     TIMESERIES_DB,
     StackInfo,
     load_settings,
@@ -45,7 +47,17 @@ def load_or_create_info(root: Path) -> StackInfo:
     """
     path = root / "stack.json"
     if path.exists():
-        return msgspec.json.decode(path.read_bytes(), type=StackInfo)
+        info = msgspec.json.decode(path.read_bytes(), type=StackInfo)
+        if info.db_pipeline_password and info.db_reader_password:
+            return info
+        info = msgspec.structs.replace(  # a stack made before the database roles
+            info,
+            db_pipeline_password=secrets.token_urlsafe(18),
+            db_reader_password=secrets.token_urlsafe(18),
+        )
+        path.write_bytes(msgspec.json.format(msgspec.json.encode(info)))
+        os.chmod(path, 0o600)
+        return info
     root.mkdir(parents=True, exist_ok=True)
     offset = int(os.environ.get("F2_STACK_PORT_OFFSET", "0"))
     info = StackInfo(
@@ -57,6 +69,8 @@ def load_or_create_info(root: Path) -> StackInfo:
         pipeline_mqtt_password=secrets.token_urlsafe(18),
         sim_mqtt_password=secrets.token_urlsafe(18),
         redis_password=secrets.token_urlsafe(18),
+        db_pipeline_password=secrets.token_urlsafe(18),
+        db_reader_password=secrets.token_urlsafe(18),
     )
     path.write_bytes(msgspec.json.format(msgspec.json.encode(info)))
     os.chmod(path, 0o600)
@@ -141,6 +155,7 @@ class Stack:
                 applied = migrate(dsn, folder)
                 if applied:
                     _log(f"postgres: {database}: applied {', '.join(applied)}")
+            set_role_passwords(settings.timeseries_dsn, self.role_passwords())
         if name == "kafka":
             if not was_running:
                 self._reset_flow_state()
@@ -149,6 +164,13 @@ class Stack:
             created = create_topics(settings.kafka_bootstrap, topics, topic_partitions())
             if created:
                 _log(f"kafka: created {', '.join(created)} ({topic_partitions()} partitions each)")
+
+    def role_passwords(self) -> dict[str, str]:
+        """The passwords of the database roles the flows and readers log in as."""
+        return {
+            PIPELINE_DB_ROLE: self.info.db_pipeline_password,
+            READER_DB_ROLE: self.info.db_reader_password,
+        }
 
     def _reset_flow_state(self) -> None:
         """A new in-memory broker has empty topics: resume offsets kept by the flows are void."""

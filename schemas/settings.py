@@ -32,6 +32,8 @@ TIMESERIES_DB = "f2_timeseries"
 PIPELINE_MQTT_USER = "f2-pipeline"
 SIM_MQTT_USER = "f2-sim"
 DB_USER = "f2"
+PIPELINE_DB_ROLE = "f2_pipeline"
+READER_DB_ROLE = "f2_reader"
 
 RAW_TOPIC = "raw_iot_data"
 DECODED_TOPIC = "decoded_iot_data"
@@ -49,6 +51,8 @@ class StackInfo(msgspec.Struct, frozen=True):
     pipeline_mqtt_password: str = ""
     sim_mqtt_password: str = ""
     redis_password: str = ""
+    db_pipeline_password: str = ""
+    db_reader_password: str = ""
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -106,11 +110,13 @@ def env_value(environ: Mapping[str, str], name: str, default: str) -> str:
     return default
 
 
-def local_dsn(info: StackInfo, database: str) -> str:
-    """A libpq DSN for one database of the local stack."""
+def local_dsn(
+    info: StackInfo, database: str, user: str = DB_USER, password: str | None = None
+) -> str:
+    """A libpq DSN for one database of the local stack (as its owner, or as ``user``)."""
+    secret = info.db_password if password is None else password
     return (
-        f"postgresql://{DB_USER}:{info.db_password}@127.0.0.1:{info.postgres_port}/{database}"
-        "?connect_timeout=5"
+        f"postgresql://{user}:{secret}@127.0.0.1:{info.postgres_port}/{database}?connect_timeout=5"
     )
 
 

@@ -10,13 +10,20 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from ops.procs import port_open, wait_until
-from schemas.settings import Settings
+from schemas.settings import (
+    READER_DB_ROLE,
+    TIMESERIES_DB,
+    Settings,
+    local_dsn,
+    read_stack_info,
+)
 from tests.integration.obs_support import (
     BUILTIN_SERIES,
     ROOT,
@@ -143,7 +150,9 @@ def test_sql_panels_plan_against_the_timeseries_database(stack: Settings):
     ]
     assert panels, "the fleet dashboard has SQL panels"
     failures = []
-    with psycopg.connect(stack.timeseries_dsn, autocommit=True) as conn:
+    info = read_stack_info(Path(stack.stack_dir))  # as Grafana logs in: the read-only role
+    reader = local_dsn(info, TIMESERIES_DB, READER_DB_ROLE, info.db_reader_password)
+    with psycopg.connect(reader, autocommit=True) as conn:
         for board, query in panels:
             try:
                 # Dashboard SQL is the project's own file content, composed, not user input.

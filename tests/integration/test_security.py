@@ -402,3 +402,31 @@ def test_sql_metacharacters_in_registry_strings_round_trip(secure_stack) -> None
         if isinstance(item, Reading)
     ]
     assert sorted(r.label for r in readings) == sorted(HOSTILE)
+
+
+def test_database_roles_check_fails_when_a_role_gains_a_privilege(secure_stack) -> None:
+    """The flows log in as f2_pipeline, the health API as f2_reader; the check proves each can do
+    its job and no more, and fails for the owner or for a role given a privilege too many."""
+    from schemas.settings import PARAMS_DB, TIMESERIES_DB, local_dsn
+
+    info = secure_stack.info
+    writer = local_dsn(info, TIMESERIES_DB, "f2_pipeline", info.db_pipeline_password)
+    reader = local_dsn(info, TIMESERIES_DB, "f2_reader", info.db_reader_password)
+    registry = local_dsn(info, PARAMS_DB, "f2_pipeline", info.db_pipeline_password)
+    assert security_checks.database_roles(writer, reader, registry).ok
+    owner = local_dsn(info, TIMESERIES_DB)
+    result = security_checks.database_roles(owner, reader, registry)
+    assert not result.ok and "DROP TABLE readings" in result.detail
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute("GRANT DELETE ON readings TO f2_pipeline")
+        conn.execute("GRANT SELECT ON device_events TO f2_reader")
+        try:
+            result = security_checks.database_roles(writer, reader, registry)
+        finally:
+            conn.execute("REVOKE DELETE ON readings FROM f2_pipeline")
+            conn.execute("REVOKE SELECT ON device_events FROM f2_reader")
+    assert not result.ok
+    assert "DELETE FROM readings" in result.detail and "device_events" in result.detail
+    with pytest.raises(psycopg.OperationalError):  # a wrong password is refused
+        psycopg.connect(local_dsn(info, TIMESERIES_DB, "f2_reader", "not-the-password")).close()
+    assert "PASS  database roles" in f2("security", "check", check=False).stdout

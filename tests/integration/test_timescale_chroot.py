@@ -14,6 +14,7 @@ import pytest
 from connectors.store_rows import RowBatch, event_row
 from connectors.timeseries_writer import TimeseriesWriter
 from ops.migrate import migrate
+from ops.security_checks import database_roles
 from ops.trixie_tsdb import TrixiePostgres
 from schemas.records import Event
 from tests.integration.tsdb_support import (
@@ -142,3 +143,41 @@ def test_production_writer_on_hypertables(dbs: Databases) -> None:
         ).fetchone() == (120,)
         chunks = conn.execute("SELECT count(*) FROM show_chunks('readings')").fetchone()[0]
         assert chunks >= 4  # 2000-01-01, 30 days ago, today (and maybe yesterday), +30 days
+
+
+def as_role(dsn: str, role: str) -> str:
+    """``dsn`` with another user (the chroot's cluster trusts loopback logins)."""
+    return dsn.replace("://postgres@", f"://{role}@")
+
+
+def test_least_privilege_roles_on_hypertables(dbs: Databases) -> None:
+    """The flows' role writes through the production writer on hypertables (new chunks, late
+    rows, dimension upserts) yet changes no schema; the reader reads the views, nothing else."""
+    assert "095_roles.sql" in dbs.applied_timescale
+    registry = dbs.timescale.replace("/f2_ts?", "/f2_params_roles?")
+    with connect(dbs.timescale) as conn:
+        conn.execute("CREATE DATABASE f2_params_roles")
+    migrate(registry, "params")
+    writer_dsn, reader_dsn = (
+        as_role(dbs.timescale, "f2_pipeline"),
+        as_role(dbs.timescale, "f2_reader"),
+    )
+
+    entry = fleet_entry(23, "aa0000000023", sensors=2)
+    readings = list(day_of_readings(entry, NOW - timedelta(days=40), hours=2))
+    writer = TimeseriesWriter(writer_dsn)
+    try:
+        assert writer.write(RowBatch(readings=readings, entries=[entry])) == []
+        assert writer.write(RowBatch(readings=readings)) == []  # replayed: nothing twice
+    finally:
+        writer.close()
+    with connect(reader_dsn) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM readings_named WHERE mac = 'aa0000000023'"
+        ).fetchone() == (len(readings),)
+        assert conn.execute("SELECT count(*) FROM readings_hourly_named").fetchone()[0] > 0
+
+    check = database_roles(writer_dsn, reader_dsn, as_role(registry, "f2_pipeline"))
+    assert check.ok, check.detail
+    owner = database_roles(dbs.timescale, dbs.timescale, registry)  # control: the owner may
+    assert not owner.ok and "DROP TABLE readings" in owner.detail

@@ -302,3 +302,54 @@ def test_event_retention_drops_expired_chunks_and_rows(tsdb: Tsdb) -> None:
         conn.execute("SELECT f2_expire_events(interval '365 days')")
         assert count(conn, "SELECT count(*) FROM device_events WHERE controller_id = 21") == 0
         assert count(conn, "SELECT count(*) FROM device_events WHERE controller_id = 22") == 30
+
+
+def test_least_privilege_roles_with_compression_and_aggregates(tsdb: Tsdb) -> None:
+    """The flows' role (f2_pipeline) adds rows to a compressed chunk and to a new chunk; the reader
+    role (f2_reader) reads the real-time aggregate's view and nothing it is not granted. PGlite
+    serves one session, so each role is taken with ``SET LOCAL ROLE`` in a transaction."""
+    entry = fleet_entry(14, "aa0000000014", sensors=2)
+    start = NOW - timedelta(days=4)
+    day = list(day_of_readings(entry, start, hours=2, step_s=60))
+    write(tsdb.dsn, RowBatch(readings=day, entries=[entry]))
+    late = list(day_of_readings(entry, start + timedelta(seconds=30), hours=2, step_s=60))
+    older = list(day_of_readings(entry, NOW - timedelta(days=90), hours=1, step_s=60))
+    insert = (
+        "INSERT INTO readings (time, sensor_id, datapoint_id, value, registry_version)"
+        " SELECT * FROM unnest(%s::timestamptz[], %s::int4[], %s::int4[], %s::float8[],"
+        " %s::int8[]) ON CONFLICT DO NOTHING"
+    )
+    with connect(tsdb.dsn) as conn:
+        for (chunk,) in conn.execute(
+            "SELECT show_chunks('readings', older_than => now() - interval '2 days')"
+        ).fetchall():
+            conn.execute("SELECT compress_chunk(%s, if_not_compressed => true)", (chunk,))
+        chunks_before = count(conn, "SELECT count(*) FROM show_chunks('readings')")
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE f2_pipeline")
+            for rows in (late, day, older):
+                columns = [list(col) for col in zip(*(r[:5] for r in rows), strict=True)]
+                conn.execute(insert, columns)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                conn.execute("ALTER TABLE readings SET (timescaledb.compress = false)")
+        assert count(conn, "SELECT count(*) FROM show_chunks('readings')") > chunks_before
+        conn.execute(
+            "CALL run_job(%s)",
+            (job_id(conn, "policy_refresh_continuous_aggregate", "readings_hourly"),),
+        )
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE f2_reader")
+            hourly = count(  # the refresh window (7 days) holds the compressed chunk's rows
+                conn,
+                "SELECT sum(count) FROM readings_hourly_named WHERE mac = 'aa0000000014'"
+                " AND bucket > now() - interval '7 days'",
+            )
+            assert hourly == len(day) + len(late)
+            assert count(
+                conn,
+                "SELECT count(*) FROM readings_named WHERE mac = 'aa0000000014'"
+                " AND time < now() - interval '30 days'",
+            ) == len(older)
+            for forbidden in ("SELECT count(*) FROM device_events", "DELETE FROM readings"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+                    conn.execute(forbidden)
