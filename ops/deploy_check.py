@@ -75,6 +75,10 @@ URL_CREDENTIALS = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 INFRA_WORDS = ("postgres", "timescale", "redis", "kafka")
 PUBLIC_SERVICES = frozenset({"mosquitto"})
 RECOVERY_PATH = "/var/lib/f2/recovery"
+# Secrets that log in as a database's owner: only the migrations (and the databases themselves,
+# and test-only profiles such as the simulator's registration) may mount one.
+OWNER_SECRET_MARKERS = ("owner_dsn", "_db_password")
+OWNER_SERVICES = frozenset({"migrate"})
 YAMLLINT_CONFIG = (
     "{extends: default, rules: {line-length: {max: 120}, document-start: disable, "
     "truthy: {check-keys: false}, comments: {min-spaces-from-content: 1}, "
@@ -197,6 +201,14 @@ def _compose_env(service: dict) -> list[tuple[str, object]]:
     return list(env.items())
 
 
+def _secret_sources(service: dict) -> list[str]:
+    """Names of the secrets a compose service mounts (short or long syntax)."""
+    return [
+        entry if isinstance(entry, str) else str(entry.get("source", ""))
+        for entry in service.get("secrets") or []
+    ]
+
+
 def _published(port: object) -> tuple[str, str] | None:
     """(host ip, published port) of a compose port entry, or None if it publishes nothing."""
     if isinstance(port, dict):
@@ -233,6 +245,10 @@ def compose_problems(model: dict, f2_image_prefix: str = "f2-pipeline") -> list[
             elif name not in PUBLIC_SERVICES and not host.startswith(("127.", "::1", "[::1]")):
                 problems.append(f"{name}: port {number} is published beyond loopback")
         problems += env_problems(name, _compose_env(svc))
+        if not (_is_infra(name, svc) or name in OWNER_SERVICES or svc.get("profiles")):
+            owner = [s for s in _secret_sources(svc) if any(m in s for m in OWNER_SECRET_MARKERS)]
+            if owner:
+                problems.append(f"{name}: logs in as the database owner ({', '.join(owner)})")
         if str(svc.get("user", "")).split(":")[0] in ("root", "0"):
             problems.append(f"{name}: runs as root")
         if f2 and svc.get("user"):
@@ -300,6 +316,36 @@ def _container_problems(where: str, pod: dict, container: dict) -> list[str]:
     return problems + env_problems(where, env)
 
 
+def _secret_volumes(pod: dict) -> list[tuple[str, str, list[str]]]:
+    """(volume, Secret name, projected keys: empty for the whole Secret) of a pod spec."""
+    return [
+        (
+            volume["name"],
+            str(volume["secret"].get("secretName", "")),
+            [item.get("key", "") for item in volume["secret"].get("items") or []],
+        )
+        for volume in pod.get("volumes") or []
+        if volume.get("secret") is not None
+    ]
+
+
+def _owner_secret_problems(where: str, pod: dict, owner_secrets: set[str]) -> list[str]:
+    """Containers other than the migrations that mount the owner's DSNs: the keys
+    ``migrate-*``, or the whole of a Secret (of ``owner_secrets``) that holds them."""
+    owner_volumes = {
+        volume
+        for volume, secret, keys in _secret_volumes(pod)
+        if any(key.startswith("migrate-") for key in keys) or (not keys and secret in owner_secrets)
+    }
+    return [
+        f"{where}/{container['name']}: mounts the database owner's secrets ({mount['name']})"
+        for container in pod.get("initContainers", []) + pod.get("containers", [])
+        if container["name"] not in OWNER_SERVICES
+        for mount in container.get("volumeMounts") or []
+        if mount["name"] in owner_volumes
+    ]
+
+
 def _env_of(container: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container.get("env") or []}
 
@@ -353,6 +399,13 @@ def k8s_problems(docs: list[dict]) -> list[str]:
     pdbs = [d for d in docs if d.get("kind") == "PodDisruptionBudget"]
     problems: list[str] = []
     statefulsets = 0
+    owner_secrets = {
+        secret
+        for obj in docs
+        if obj.get("kind") in WORKLOAD_KINDS
+        for _, secret, keys in _secret_volumes(_pod_spec(obj))
+        if any(key.startswith("migrate-") for key in keys)
+    }
     for obj in docs:
         if obj.get("kind") not in WORKLOAD_KINDS:
             continue
@@ -362,6 +415,7 @@ def k8s_problems(docs: list[dict]) -> list[str]:
             problems.append(f"{where}: mounts a service account token")
         for container in pod.get("initContainers", []) + pod.get("containers", []):
             problems += _container_problems(f"{where}/{container['name']}", pod, container)
+        problems += _owner_secret_problems(where, pod, owner_secrets)
         if obj["kind"] == "StatefulSet":
             statefulsets += 1
             problems += _statefulset_problems(obj, services, pdbs)

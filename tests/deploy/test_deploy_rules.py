@@ -84,8 +84,9 @@ def _compose(**overrides: dict) -> dict:
             "deploy": {"resources": {"limits": {"memory": "2g"}}},
         },
     }
-    for name, changes in overrides.items():
-        services[name] = {**services[name], **changes}
+    for name, changes in overrides.items():  # a new name: an f2 service with those changes
+        base = services.get(name, {**services["decode"], "volumes": [], "depends_on": {}})
+        services[name] = {**base, **changes}
     return {"services": services}
 
 
@@ -103,6 +104,14 @@ def test_compose_rules() -> None:
         "decode: no volume at /var/lib/f2/recovery"
     ]
     assert "decode: runs as root" in compose_problems(_compose(decode={"user": "root"}))
+    owner = compose_problems(_compose(decode={"secrets": [{"source": "timeseries_owner_dsn"}]}))
+    assert owner == ["decode: logs in as the database owner (timeseries_owner_dsn)"]
+    grafana = {"image": "grafana/grafana:12.0.2", "secrets": ["timeseries_db_password"]}
+    assert "grafana: logs in as the database owner (timeseries_db_password)" in compose_problems(
+        _compose(grafana=grafana)
+    )
+    migrate = {"restart": "no", "secrets": [{"source": "params_owner_dsn"}]}
+    assert compose_problems(_compose(migrate=migrate)) == []
 
 
 def test_k8s_rules_flag_an_unsafe_pod() -> None:
@@ -143,3 +152,39 @@ def test_text_rules(tmp_path: Path) -> None:
     problems = text_problems(tmp_path)
     assert len(problems) == 3
     assert text_problems(ROOT / "deploy") == []
+
+
+def test_k8s_rule_keeps_the_owner_dsn_in_the_migrate_container() -> None:
+    def pod(mounts: dict[str, list[str]]) -> dict:
+        projected = {"secretName": "f2", "items": [{"key": "migrate-params-dsn", "path": "x"}]}
+        return {
+            "kind": "Deployment",
+            "metadata": {"name": "d"},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "volumes": [
+                            {"name": "owner", "secret": projected},
+                            {"name": "whole", "secret": {"secretName": "f2"}},
+                            {"name": "other", "secret": {"secretName": "kafka-client"}},
+                        ],
+                        "initContainers": [
+                            {"name": name, "volumeMounts": [{"name": v} for v in volumes]}
+                            for name, volumes in mounts.items()
+                        ],
+                    }
+                }
+            },
+        }
+
+    def owner_problems(mounts: dict[str, list[str]]) -> list[str]:
+        return [p for p in k8s_problems([pod(mounts)]) if "owner's secrets" in p]
+
+    assert owner_problems({"migrate": ["owner", "whole"], "decode": ["other"]}) == []
+    assert owner_problems({"decode": ["owner"]}) == [
+        "Deployment/d/decode: mounts the database owner's secrets (owner)"
+    ]
+    assert owner_problems({"health": ["whole"]}) == [
+        "Deployment/d/health: mounts the database owner's secrets (whole)"
+    ]

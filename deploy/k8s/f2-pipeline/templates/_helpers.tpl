@@ -42,20 +42,32 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
-{{/* Secret files as *_FILE variables (schemas.settings reads NAME_FILE for any NAME). */}}
+{{/* Secret files as *_FILE variables (schemas.settings reads NAME_FILE for any NAME). The
+database DSNs are per login role: call with (dict "ctx" $ "dsn" "") for the flows (f2_pipeline),
+"health-" for the health API (f2_reader), "migrate-" for the migrations (the owner). */}}
 {{- define "f2.secretEnv" -}}
+{{- $dsn := .dsn -}}
+{{- with .ctx -}}
+- name: F2_PARAMS_DSN_FILE
+  value: /var/run/secrets/f2/{{ $dsn }}params-dsn
+- name: F2_TIMESERIES_DSN_FILE
+  value: /var/run/secrets/f2/{{ $dsn }}timeseries-dsn
+{{- if eq $dsn "migrate-" }}
+- name: F2_DB_PIPELINE_PASSWORD_FILE
+  value: /var/run/secrets/f2/db-pipeline-password
+- name: F2_DB_READER_PASSWORD_FILE
+  value: /var/run/secrets/f2/db-reader-password
+{{- else }}
 - name: F2_MQTT_PASSWORD_FILE
   value: /var/run/secrets/f2/mqtt-password
-- name: F2_PARAMS_DSN_FILE
-  value: /var/run/secrets/f2/params-dsn
-- name: F2_TIMESERIES_DSN_FILE
-  value: /var/run/secrets/f2/timeseries-dsn
 - name: F2_REDIS_URL_FILE
   value: /var/run/secrets/f2/redis-url
 {{- if .Values.secrets.kafkaSaslPassword }}
 - name: F2_KAFKA_SASL_PASSWORD_FILE
   value: /var/run/secrets/f2/kafka-sasl-password
 {{- end }}
+{{- end }}
+{{- end -}}
 {{- end -}}
 
 {{/* envFrom of every F2 container: the shared settings and the librdkafka settings. */}}
@@ -74,4 +86,30 @@ app.kubernetes.io/component: {{ .component }}
 {{- $hosts = append $hosts (printf "%s-%d.%s.%s.svc.%s:%d" $name $i $name $ctx.Release.Namespace $ctx.Values.clusterDomain (int $ctx.Values.clusterPort)) -}}
 {{- end -}}
 {{- join ";" $hosts -}}
+{{- end -}}
+
+{{/* The secret volume of one login role (see f2.secretEnv): only that role's keys are projected,
+so the flows' pods never hold the owner's DSN. Call with (dict "ctx" $ "dsn" "" "name" "secrets"). */}}
+{{- define "f2.secretVolume" -}}
+{{- $dsn := .dsn -}}
+{{- with .ctx -}}
+- name: {{ $.name }}
+  secret:
+    secretName: {{ include "f2.secretName" . }}
+    defaultMode: 0440
+    items:
+      {{- $keys := list (printf "%sparams-dsn" $dsn) (printf "%stimeseries-dsn" $dsn) }}
+      {{- if eq $dsn "migrate-" }}
+      {{- $keys = concat $keys (list "db-pipeline-password" "db-reader-password") }}
+      {{- else }}
+      {{- $keys = concat $keys (list "mqtt-password" "redis-url") }}
+      {{- if .Values.secrets.kafkaSaslPassword }}
+      {{- $keys = append $keys "kafka-sasl-password" }}
+      {{- end }}
+      {{- end }}
+      {{- range $keys }}
+      - key: {{ . }}
+        path: {{ . }}
+      {{- end }}
+{{- end }}
 {{- end -}}
