@@ -116,7 +116,8 @@ secure-setup: install
 restart-secure: install
 	$(F2) security restart
 
-## PASS/FAIL per protection (anonymous, passwords, device isolation, TLS, secrets, loopback, deploy).
+## PASS/FAIL per protection (anonymous, passwords, device isolation, TLS, client ids, revocation,
+## re-registration, the simulator in both modes, database roles, secrets, loopback, deploy files).
 security-check: install
 	$(F2) security check
 

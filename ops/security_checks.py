@@ -11,6 +11,7 @@ import os
 import re
 import stat
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -686,3 +687,38 @@ def database_roles(writer: str, reader: str, registry: str) -> CheckResult:
     return CheckResult(
         name, True, "flows: no DDL, deletes, roles or programs, registry read-only; reader: views"
     )
+
+
+def simulator_publishes(
+    host: str,
+    port: int,
+    reader: Login,
+    macs: list[str],
+    run: Callable[[Path], subprocess.CompletedProcess[str]],
+    mode: str,
+) -> CheckResult:
+    """The simulator still works under these protections: ``run`` (one simulator run of the
+    fleet ``macs``, writing its report to the path it is given) exits 0, and a subscriber as
+    ``reader`` receives exactly the messages its report says the broker acknowledged."""
+    name = f"simulator works ({mode})"
+    probe, code = connect(host, port, reader.username, reader.password)
+    if probe is None:
+        return CheckResult(name, False, f"subscriber refused (reason {code})")
+    try:
+        for mac in macs:
+            if probe.subscribe(f"+/f2-{mac}/#") >= 128:
+                return CheckResult(name, False, f"{reader.username} may not read the fleet")
+        with tempfile.TemporaryDirectory(prefix="f2-security-sim-") as folder:
+            report = Path(folder) / "report.json"
+            done = run(report)
+            if done.returncode != 0:
+                tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
+                return CheckResult(name, False, f"exit code {done.returncode}: {' | '.join(tail)}")
+            published = int(msgspec.json.decode(report.read_bytes())["published"])
+        probe.wait_messages(published, 15.0)
+        received = len(probe.wait_messages(published + 1, 0.5))  # nothing beyond the report
+    finally:
+        probe.close()
+    if published == 0 or received != published:
+        return CheckResult(name, False, f"report says {published} acknowledged, {received} seen")
+    return CheckResult(name, True, f"{published} messages acknowledged, all received")

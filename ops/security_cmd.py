@@ -14,9 +14,13 @@ import argparse
 import json
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+import msgspec
 
 from ops import device_identity, secret_files
 from ops.device_identity import DeviceMaterial
@@ -40,6 +44,7 @@ from ops.security_checks import (
     read_tcp_tables,
     reregistration_is_new,
     secrets_private,
+    simulator_publishes,
     tls_listeners,
     wrong_password_rejected,
 )
@@ -58,9 +63,13 @@ from schemas.settings import (
     local_dsn,
     project_root,
 )
+from simulator.fleet import generate_fleet
 
 # Reserved identities the check creates for itself and removes afterwards.
 PROBE_MACS = ("f2f2f2f2f2a1", "f2f2f2f2f2b2", "f2f2f2f2f2c3")
+# The fleet the simulator checks run (its device identities are removed afterwards).
+SIMULATOR_CHECK_SEED = 0xF25EC
+SIMULATOR_CHECK_CONTROLLERS = 2
 READER_KEY_FILE = "reader-hash-key"
 # variable -> secret file holding its value
 SECRET_FILES = {
@@ -229,6 +238,62 @@ def _revocation_checks(
     return [bound, by_password, by_cert, again]
 
 
+def simulator_macs() -> list[str]:
+    """The MACs of the simulator checks' fleet."""
+    return generate_fleet(SIMULATOR_CHECK_CONTROLLERS, SIMULATOR_CHECK_SEED).macs
+
+
+def _simulator_checks(
+    admin: DynsecAdmin, material: DeviceMaterial, host: str, port: int, pipeline: Login
+) -> list[CheckResult]:
+    """The simulator under the protections: in load mode (the test rig's user) and with
+    ``--credentials-file`` (each controller its own device identity, bound client id)."""
+    macs = simulator_macs()
+    argv = [
+        *(sys.executable, "-m", "simulator", "--controllers", str(SIMULATOR_CHECK_CONTROLLERS)),
+        *("--seed", str(SIMULATOR_CHECK_SEED), "--duration", "3", "--interval", "0.5"),
+    ]
+
+    def run(extra: list[str]) -> Callable[[Path], subprocess.CompletedProcess[str]]:
+        def simulate(report: Path) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*argv, "--report", str(report), *extra],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=project_root(),
+                check=False,
+            )
+
+        return simulate
+
+    results = [
+        guarded(
+            "simulator works (load mode)",
+            lambda: simulator_publishes(host, port, pipeline, macs, run([]), "load mode"),
+        )
+    ]
+    logins = {mac: _probe_device(admin, material, mac).password for mac in macs}
+    with tempfile.TemporaryDirectory(prefix="f2-security-sim-") as folder:
+        credentials = Path(folder) / "credentials.json"
+        credentials.write_bytes(msgspec.json.encode(logins))
+        credentials.chmod(0o600)
+        results.append(
+            guarded(
+                "simulator works (device credentials)",
+                lambda: simulator_publishes(
+                    host,
+                    port,
+                    pipeline,
+                    macs,
+                    run(["--credentials-file", str(credentials)]),
+                    "device credentials",
+                ),
+            )
+        )
+    return results
+
+
 def run_checks(stack: Stack) -> list[CheckResult]:
     """Every check against the stack; temporary probe devices are removed afterwards."""
     broker = _broker(stack)
@@ -244,8 +309,9 @@ def run_checks(stack: Stack) -> list[CheckResult]:
             first, second = (_probe_device(admin, material, mac) for mac in PROBE_MACS[:2])
             results = _live_checks(broker, host, ca_file, pipeline, first, second, operator)
             results += _revocation_checks(broker, host, admin, material, pipeline)
+            results += _simulator_checks(admin, material, host, broker.port, pipeline)
         finally:
-            for mac in PROBE_MACS:
+            for mac in (*PROBE_MACS, *simulator_macs()):
                 device_identity.revoke(admin, mac)
                 material.forget(mac)
                 material.registered(mac)  # probes leave no trace in the revoked list

@@ -430,3 +430,42 @@ def test_database_roles_check_fails_when_a_role_gains_a_privilege(secure_stack) 
     with pytest.raises(psycopg.OperationalError):  # a wrong password is refused
         psycopg.connect(local_dsn(info, TIMESERIES_DB, "f2_reader", "not-the-password")).close()
     assert "PASS  database roles" in f2("security", "check", check=False).stdout
+
+
+def test_simulator_check_fails_when_devices_cannot_log_in_or_messages_go_missing(
+    secure_stack, tmp_path
+) -> None:
+    from ops.security_cmd import SIMULATOR_CHECK_SEED, simulator_macs
+
+    settings = load_settings()
+    reader = Login(settings.mqtt_username, settings.mqtt_password)
+    macs = simulator_macs()
+    credentials = tmp_path / "credentials.json"
+    credentials.write_text(json.dumps({mac: "not-the-password" for mac in macs}))
+
+    def simulate(*extra: str):
+        def run(report: Path) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [
+                    *(sys.executable, "-m", "simulator", "--controllers", str(len(macs))),
+                    *("--seed", str(SIMULATOR_CHECK_SEED), "--duration", "2"),
+                    *("--interval", "0.5", "--report", str(report), *extra),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+
+        return run
+
+    host, port = settings.mqtt_host, settings.mqtt_port
+    refused = security_checks.simulator_publishes(
+        host, port, reader, macs, simulate("--credentials-file", str(credentials)), "devices"
+    )
+    assert not refused.ok and "exit code" in refused.detail
+    unseen = security_checks.simulator_publishes(
+        host, port, reader, ["0a0a0a0a0a0a"], simulate(), "load mode"
+    )
+    assert not unseen.ok and "0 seen" in unseen.detail
+    assert security_checks.simulator_publishes(host, port, reader, macs, simulate(), "load").ok
