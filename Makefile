@@ -132,9 +132,9 @@ timescale-check: install
 	$(PY) -m pytest -v tests/integration/test_timescale_pglite.py tests/integration/test_timescale_chroot.py
 
 ## Validate deploy/ offline (compose, Helm/Kubernetes, Dockerfile, promtool) and its security
-## properties; installs its validators on first use (see ops/deploy_check.py).
+## properties; installs its validators on first use (see tools/deploy_check.py).
 deploy-check: install
-	$(PY) -m ops.deploy_check
+	$(PY) -m tools.deploy_check
 
 ## Stop the stack and delete its data, the virtualenv and build outputs.
 clean:

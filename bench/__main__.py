@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def free_port_offset() -> int:
     """A stack port offset (from 1600 up, in hundreds) whose MQTT ports nobody listens on."""
-    from ops.procs import port_open
+    from ops.stack.procs import port_open
     from schemas.settings import DEFAULT_PORTS
 
     for offset in range(1600, 5000, 100):

@@ -284,7 +284,7 @@ def versions() -> dict[str, str]:
         out["librdkafka"] = confluent_kafka.libversion()[0]
     except ImportError:
         pass
-    from ops.packages import PG_BIN  # the stack's PostgreSQL binaries
+    from ops.stack.packages import PG_BIN  # the stack's PostgreSQL binaries
 
     out["postgres"] = _tool_version([str(PG_BIN / "postgres"), "--version"])
     out["mosquitto"] = _tool_version(["mosquitto", "-h"])

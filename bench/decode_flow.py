@@ -54,7 +54,7 @@ from connectors.recovery_dir import prepare_recovery
 from connectors.registry_pg import load_controller
 from connectors.store_rows import RowBatch, event_row, reading_row
 from connectors.timeseries_writer import TimeseriesWriter, load_store_settings
-from ops.stack import create_topics
+from ops.stack.local import create_topics
 from schemas.decode import decode_message
 from schemas.encode import encode_value, frame_hex, modbus_frame
 from schemas.records import ControllerEntry, Event, RawMessage, Reading

@@ -4,7 +4,7 @@ consumer on a pre-filled topic.
 
 Everything runs on an isolated stack (``F2_STACK_DIR``, default ``/tmp/bench-stack`` with
 ``F2_STACK_PORT_OFFSET=1000``, brought up with ``f2 stack up``), never the shared one. The flows run
-as ``python -m bytewax.run`` with the recommended flags of :mod:`ops.flows` (what ``f2 run``
+as ``python -m bytewax.run`` with the recommended flags of :mod:`ops.stack.flows` (what ``f2 run``
 uses), with ``-i/-a`` when a flow has two processes.
 
 Ramp (per flow configuration, e.g. ingest ×1 + decode ×1): for each offered rate, Kafka is
@@ -71,9 +71,9 @@ from bench.common import (
     share_at_or_below,
     use_isolated_stack,
 )
-from ops import flows
-from ops.procs import port_open, wait_until
-from ops.stack import Stack, create_topics
+from ops.stack import flows
+from ops.stack.local import Stack, create_topics
+from ops.stack.procs import port_open, wait_until
 from schemas.settings import Settings, load_settings
 
 DRAIN_LIMIT_S = 3.0

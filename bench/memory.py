@@ -49,7 +49,7 @@ from bench.common import (
     use_isolated_stack,
 )
 from bench.e2e import FlowGroup, topic_census
-from ops.procs import wait_until
+from ops.stack.procs import wait_until
 from schemas.limits import DEFAULT_LIMITS
 from schemas.settings import Settings, load_settings
 

@@ -57,7 +57,7 @@ from paho.mqtt.client import Client
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.common import proc_stat
-from ops.stack import Stack
+from ops.stack.local import Stack
 from schemas.settings import Settings, load_settings
 from simulator.fastmqtt import FastPublisher
 from simulator.fleet import generate_fleet

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import psycopg
 
-from ops.migrate import migrate
-from ops.pglite_tsdb import PgliteServer
+from ops.storage.migrate import migrate
 from tests.integration.tsdb_support import connect, day_of_readings, fleet_entry, free_port
+from tools.pglite_tsdb import PgliteServer
 
 BATCH = 20000
 INSERT = (

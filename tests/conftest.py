@@ -21,6 +21,16 @@ def f2(*args: str, timeout: float = 300, check: bool = True) -> subprocess.Compl
     )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs services is an integration test (``-m "not integration"`` runs the
+    rest without any): those under ``tests/integration/`` and those using the ``stack`` fixture."""
+    for item in items:
+        needs_services = "stack" in getattr(item, "fixturenames", ())
+        if needs_services or "integration" in item.path.parts:
+            if item.get_closest_marker("integration") is None:
+                item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def stack() -> Settings:
     """The local stack, brought up (idempotently) with ``f2 stack up``; its settings."""

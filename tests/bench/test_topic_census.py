@@ -9,7 +9,7 @@ import time
 from confluent_kafka import Producer
 
 from bench.e2e import OffsetCensus, topic_census
-from ops.stack import create_topics
+from ops.stack.local import create_topics
 from schemas.settings import Settings
 
 

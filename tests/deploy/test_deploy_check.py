@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_deploy_check_passes() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "ops.deploy_check"],
+        [sys.executable, "-m", "tools.deploy_check"],
         cwd=ROOT,
         capture_output=True,
         text=True,

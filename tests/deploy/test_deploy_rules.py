@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ops.deploy_check import (
+from tools.deploy_check import (
     compose_problems,
     dockerfile_problems,
     env_problems,

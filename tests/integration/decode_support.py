@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka import Producer
 
 from connectors.recovery_dir import prepare_recovery
-from ops.procs import wait_until
+from ops.stack.procs import wait_until
 from schemas.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.recovery_dir import prepare_recovery
-from ops.procs import port_open, terminate, wait_until
+from ops.stack.procs import port_open, terminate, wait_until
 from schemas.settings import Settings, project_root
 
 ROOT = project_root() or Path.cwd()

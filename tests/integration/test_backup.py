@@ -18,7 +18,7 @@ from psycopg import sql
 
 from connectors.store_rows import RowBatch
 from connectors.timeseries_writer import TimeseriesWriter
-from ops.migrate import migrate
+from ops.storage.migrate import migrate
 from schemas.settings import DB_USER, Settings, read_stack_info, stack_dir
 from tests.integration.tsdb_support import day_of_readings, fleet_entry
 

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ops.procs import port_open, wait_until
+from ops.stack.procs import port_open, wait_until
 from schemas.settings import (
     READER_DB_ROLE,
     TIMESERIES_DB,

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from ops.procs import wait_until
+from ops.stack.procs import wait_until
 from schemas.settings import Settings
 from tests.integration.decode_support import (
     MACS,

@@ -24,8 +24,8 @@ import pytest
 from psycopg import sql
 
 from connectors.recovery_dir import prepare_recovery
-from ops.procs import port_open, wait_until
-from ops.stack import create_topics
+from ops.stack.local import create_topics
+from ops.stack.procs import port_open, wait_until
 from tests.integration.decode_support import STACK_ENV, Traffic, flow_env, iso_stack
 
 pytestmark = pytest.mark.integration

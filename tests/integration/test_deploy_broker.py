@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from ops import procs, tls
-from ops.mqtt_probe import NOT_AUTHORIZED, connect
-from ops.secret_files import write_secret
-from ops.security_checks import certificate_refused
-from ops.services import dynsec_plugin
-from ops.tls import CertFiles
+from ops.security import tls
+from ops.security.checks import certificate_refused
+from ops.security.mqtt_probe import NOT_AUTHORIZED, connect
+from ops.security.secret_files import write_secret
+from ops.security.tls import CertFiles
+from ops.stack import procs
+from ops.stack.services import dynsec_plugin
 from schemas.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ops.procs import wait_until
+from ops.stack.procs import wait_until
 from schemas.settings import load_settings
 from tests.integration.obs_support import ROOT, get_json, get_text
 

@@ -32,10 +32,10 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from ops.flow_metrics import scrape
-from ops.health import FlowWatch
-from ops.health_checks import DOWN
-from ops.procs import wait_until
+from ops.health.checks import DOWN
+from ops.health.flow_metrics import scrape
+from ops.health.rules import FlowWatch
+from ops.stack.procs import wait_until
 from schemas.settings import Settings, load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

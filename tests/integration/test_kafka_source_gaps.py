@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from confluent_kafka import Producer
 
 from connectors.kafka_source import OFFSET_GAPS, RawKafkaSource
-from ops.stack import create_topics
+from ops.stack.local import create_topics
 from schemas.settings import Settings
+
+pytestmark = pytest.mark.integration
 
 TRANSACTIONS, PER_TRANSACTION = 3, 5
 

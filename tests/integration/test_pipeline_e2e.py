@@ -24,7 +24,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from ops.procs import port_open, wait_until
+from ops.stack.procs import port_open, wait_until
 from schemas.settings import Settings
 from tests.integration.decode_support import ROOT, STACK_ENV, FlowProcess, iso_stack, stack_cmd
 

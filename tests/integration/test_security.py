@@ -20,11 +20,12 @@ import psycopg
 import pytest
 import redis
 
-from ops import procs, security_checks
-from ops.mqtt_probe import NOT_AUTHORIZED, connect
-from ops.security_checks import Login
-from ops.stack import Stack
-from ops.tls import CertFiles
+from ops.security import checks as security_checks
+from ops.security.checks import Login
+from ops.security.mqtt_probe import NOT_AUTHORIZED, connect
+from ops.security.tls import CertFiles
+from ops.stack import procs
+from ops.stack.local import Stack
 from schemas.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -435,7 +436,7 @@ def test_database_roles_check_fails_when_a_role_gains_a_privilege(secure_stack) 
 def test_simulator_check_fails_when_devices_cannot_log_in_or_messages_go_missing(
     secure_stack, tmp_path
 ) -> None:
-    from ops.security_cmd import SIMULATOR_CHECK_SEED, simulator_macs
+    from ops.cli.security import SIMULATOR_CHECK_SEED, simulator_macs
 
     settings = load_settings()
     reader = Login(settings.mqtt_username, settings.mqtt_password)

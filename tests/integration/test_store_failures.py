@@ -29,10 +29,10 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from ops.flow_metrics import scrape
-from ops.health import FlowWatch
-from ops.health_checks import DOWN
-from ops.procs import wait_until
+from ops.health.checks import DOWN
+from ops.health.flow_metrics import scrape
+from ops.health.rules import FlowWatch
+from ops.stack.procs import wait_until
 from schemas.settings import Settings
 from schemas.topics import ACCESS_MODE, SENSOR_MODE
 from simulator.fleet import Connector, Controller, Fleet, Sensor

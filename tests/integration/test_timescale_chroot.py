@@ -13,9 +13,8 @@ import pytest
 
 from connectors.store_rows import RowBatch, event_row
 from connectors.timeseries_writer import TimeseriesWriter
-from ops.migrate import migrate
-from ops.security_checks import database_roles
-from ops.trixie_tsdb import TrixiePostgres
+from ops.security.checks import database_roles
+from ops.storage.migrate import migrate
 from schemas.records import Event
 from tests.integration.tsdb_support import (
     RAW,
@@ -25,6 +24,7 @@ from tests.integration.tsdb_support import (
     free_port,
     require_tier,
 )
+from tools.trixie_tsdb import TrixiePostgres
 
 pytestmark = pytest.mark.integration
 

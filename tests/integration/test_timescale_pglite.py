@@ -14,9 +14,8 @@ import psycopg
 import pytest
 
 from connectors.store_rows import RowBatch, event_row
-from ops.migrate import migrate
-from ops.pglite_tsdb import PgliteServer
-from ops.storage_backend import configure_timescale, load_timescale_settings
+from ops.storage.backend import configure_timescale, load_timescale_settings
+from ops.storage.migrate import migrate
 from schemas.records import Event
 from tests.integration.tsdb_support import (
     RAW,
@@ -28,6 +27,7 @@ from tests.integration.tsdb_support import (
     require_tier,
     slot_free,
 )
+from tools.pglite_tsdb import PgliteServer
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from connectors.store_rows import RowBatch, event_row, reading_row
 from connectors.timeseries_writer import StoreSettings, TimeseriesWriter
-from ops.procs import wait_until
+from ops.stack.procs import wait_until
 from schemas.records import Event, RawMessage, Reading
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import pytest
 
 from connectors.store_rows import EventRow, ReadingRow
 from connectors.timeseries_writer import ROWS, TimeseriesWriter
-from ops import procs
+from ops.stack import procs
 from schemas.records import ControllerEntry, DataPointDef, RawMessage, SensorEntry
 from simulator.signals import SignalSource
 

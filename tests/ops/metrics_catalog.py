@@ -21,7 +21,7 @@ def declared_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
     """``{name: (type, labels)}`` of every f2_ metric constructed in the code."""
     found: dict[str, tuple[str, tuple[str, ...]]] = {}
     for folder in ("connectors", "dataflows", "ops"):
-        for path in sorted((ROOT / folder).glob("*.py")):
+        for path in sorted((ROOT / folder).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text())):
                 if not isinstance(node, ast.Call):
                     continue
@@ -49,7 +49,7 @@ def collected_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
     from connectors.decode_step import DecodeOutput
     from connectors.freshness import FreshnessSettings, FreshnessTracker
     from connectors.store_rows import RowBatch
-    from ops.broker_stats import BrokerStats
+    from ops.health.broker_stats import BrokerStats
     from schemas.records import ControllerEntry, SensorEntry
     from schemas.settings import load_settings
 

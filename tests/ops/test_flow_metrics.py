@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ops import flow_metrics
-from ops.health_checks import DEGRADED, DOWN, OK, Component, overall
+from ops.health import flow_metrics
+from ops.health.checks import DEGRADED, DOWN, OK, Component, overall
 from tests.integration.obs_support import exposed_names, promql_names
 
 TEXT = """# TYPE f2_x counter

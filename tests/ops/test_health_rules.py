@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from ops.flow_metrics import Scrape
-from ops.health import FlowWatch, sessions_lost, waiting
-from ops.health_checks import DEGRADED, DOWN, OK
+from ops.health.checks import DEGRADED, DOWN, OK
+from ops.health.flow_metrics import Scrape
+from ops.health.rules import FlowWatch, sessions_lost, waiting
 
 
 def scrape(at: float, **samples: float) -> Scrape:

@@ -1,7 +1,7 @@
 import sys
 from pathlib import Path
 
-from ops import procs
+from ops.stack import procs
 
 
 def test_spawn_records_pid_and_terminate_stops_it(tmp_path: Path) -> None:

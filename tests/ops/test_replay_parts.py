@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ops.redrive import dlq_key, identity, raw_of
-from ops.replay import TimeWindow, horizon_note, parse_when, window
+from ops.recovery.redrive import dlq_key, identity, raw_of
+from ops.recovery.replay import TimeWindow, horizon_note, parse_when, window
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 

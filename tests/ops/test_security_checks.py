@@ -7,8 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ops.device_identity import device_acls
-from ops.security_checks import (
+from ops.security.checks import (
     deploy_files_safe,
     listening_addresses,
     loopback_only,
@@ -17,7 +16,8 @@ from ops.security_checks import (
     untracked_problems,
     weak_secrets,
 )
-from ops.services import MOSQUITTO_ACL, MOSQUITTO_CONF, operator_store
+from ops.security.device_identity import device_acls
+from ops.stack.services import MOSQUITTO_ACL, MOSQUITTO_CONF, operator_store
 
 TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid
    0: 0100007F:6338 00000000:0000 0A 00000000:00000000 00:00000000 00000000   103

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from ops import setup_cmd
+from ops.cli import setup as setup_cmd
 
 
 def test_compose_images_takes_variable_defaults(tmp_path: Path) -> None:

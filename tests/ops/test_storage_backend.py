@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.storage_backend import (
+from ops.storage.backend import (
     PLAIN,
     TIMESCALE,
     TimescaleSettings,

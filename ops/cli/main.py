@@ -1,0 +1,46 @@
+"""``f2``: the operator's command line. Each command lives in its own ``ops.*_cmd`` module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules that provide ``register(subparsers)`` and whose parsers set ``func(args) -> int``.
+COMMAND_MODULES = [
+    "ops.cli.stack",
+    "ops.cli.simulate",
+    "ops.cli.kafka",
+    "ops.cli.devices",
+    "ops.cli.security",
+    "ops.cli.decode",
+    "ops.cli.demo",
+    "ops.cli.setup",
+    "ops.cli.run",
+    "ops.cli.migrate",
+    "ops.cli.health",
+    "ops.cli.performance",
+    "ops.cli.replay",
+    "ops.cli.dlq",
+    "ops.cli.backup",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="f2", description="F2 fleet pipeline operator CLI")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
