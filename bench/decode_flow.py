@@ -189,8 +189,8 @@ def run_naive(settings: Settings, messages: list[tuple[str, bytes]]) -> dict[str
             registry.commit()
             raw = RawMessage(topic, payload)
             results = decode_message(raw, entry)
-            readings = [reading_row(r, raw)[:5] for r in results if type(r) is Reading]
-            events = [event_row(e, raw)[:10] for e in results if type(e) is Event]
+            readings = [reading_row(r, raw).columns() for r in results if type(r) is Reading]
+            events = [event_row(e, raw).columns() for e in results if type(e) is Event]
             with store.cursor() as cur:
                 if readings:
                     cur.executemany(reading_sql, readings)

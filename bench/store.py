@@ -100,7 +100,7 @@ def timed_executemany(dsn: str, parts: list[RowBatch]) -> float:
         started = time.perf_counter()
         for part in parts:
             with conn.cursor() as cur:
-                cur.executemany(reading_sql, [r[:5] for r in part.readings])
+                cur.executemany(reading_sql, [r.columns() for r in part.readings])
                 if part.events:
                     cur.executemany(event_sql, [e[:10] for e in part.events])
             conn.commit()

@@ -49,7 +49,8 @@ def measure(dsn: str, sensors: int) -> dict[str, object]:
         started = time.perf_counter()
         for i in range(0, len(rows), BATCH):
             chunk = rows[i : i + BATCH]
-            conn.execute(INSERT, [list(col) for col in zip(*(r[:5] for r in chunk), strict=True)])
+            columns = zip(*(r.columns() for r in chunk), strict=True)
+            conn.execute(INSERT, [list(col) for col in columns])
         load_s = time.perf_counter() - started
         conn.execute("ANALYZE readings")
         before = sizes(conn)

@@ -1,12 +1,10 @@
 """The decode flow's per-batch step: raw messages (+ registry changes) to rows and Kafka records.
 
 Delivery guarantee: none of its own (pure mapping plus registry lookups); it never raises for a
-bad message: every problem is a dead-letter record with a SPEC §8 reason, at most one per
-(reason, label) and message (a message over an input limit is one). Per input batch it
-returns one :class:`DecodeOutput`: the rows for storage, the ``decoded_iot_data`` records (one
-JSON object per reading or event, SPEC §6) and the ``dlq_iot_data`` records (original raw value;
-headers ``mqtt_topic``, ``reason``, ``detail``, ``stage``, ``source_topic``, ``source_partition``,
-``source_offset`` and, for a data-point error, ``label``).
+bad message: every problem is a dead letter (:func:`schemas.wire.dead_letter`) with its reason, at
+most one per (reason, label) and message (a message over an input limit is one). Per input batch
+it returns one :class:`DecodeOutput`: the rows for storage, the ``decoded_iot_data`` records (one
+per reading or event, :func:`schemas.wire.decoded_json`) and the dead letters.
 """
 
 from __future__ import annotations
@@ -17,17 +15,15 @@ from datetime import UTC, datetime
 import msgspec
 from prometheus_client import Counter
 
-from connectors.kafka_sink import KafkaRecord
 from connectors.registry_store import RegistryChange, RegistryStore
 from connectors.store_rows import Rejected, RowBatch, event_row, mark, reading_row
-from schemas.decode import decode_message, iso_utc
+from schemas.decode import decode_message
 from schemas.limits import DEFAULT_LIMITS, InputLimits
 from schemas.privacy import PrivacySettings, hash_card_id, load_privacy_settings
 from schemas.reasons import ALL_REASONS, STORE_REJECTED
 from schemas.records import ControllerEntry, DecodeError, Event, RawMessage, Reading
 from schemas.topics import mac_from_topic
-
-SCHEMA_VERSION = 1
+from schemas.wire import KafkaRecord, dead_letter, decoded_json
 
 MESSAGES = Counter("f2_decode_messages", "Raw messages decoded", ["outcome"])
 READINGS = Counter("f2_decode_readings", "Readings decoded")
@@ -38,37 +34,7 @@ for _reason in ALL_REASONS:
 _OK, _PARTIAL, _FAILED = (MESSAGES.labels(o) for o in ("ok", "partial", "failed"))
 
 
-class ReadingRecord(msgspec.Struct):
-    """A reading on ``decoded_iot_data``: ``f2 decode``'s fields, the ids, version and ``v``."""
-
-    kind: str
-    mac: str
-    connector: str
-    pin: int
-    label: str
-    value: float
-    unit: str
-    time: str
-    sensor_id: int
-    datapoint_id: int
-    registry_version: int
-    v: int = SCHEMA_VERSION
-
-
-class EventRecord(msgspec.Struct):
-    """An event on ``decoded_iot_data`` (``sensor_id``/``datapoint_id`` are null for events)."""
-
-    kind: str
-    mac: str
-    connector: str
-    component: str
-    field: str
-    value: bool | float | str
-    time: str
-    sensor_id: int | None
-    datapoint_id: int | None
-    registry_version: int
-    v: int = SCHEMA_VERSION
+_encode = msgspec.json.Encoder().encode
 
 
 class DecodeOutput(msgspec.Struct):
@@ -79,32 +45,11 @@ class DecodeOutput(msgspec.Struct):
     dlq: list[KafkaRecord]
 
 
-_encode = msgspec.json.Encoder().encode
-
-
-def dlq_record(
-    raw: RawMessage, reason: str, detail: str, stage: str, label: str | None, topic: str
-) -> KafkaRecord:
-    """The dead-letter record of ``raw`` (SPEC §6)."""
-    headers = [
-        ("mqtt_topic", raw.topic.encode()),
-        ("reason", reason.encode()),
-        ("detail", detail.encode("utf-8", "replace")),
-        ("stage", stage.encode()),
-        ("source_topic", raw.source_topic.encode()),
-        ("source_partition", str(raw.source_partition).encode()),
-        ("source_offset", str(raw.source_offset).encode()),
-    ]
-    if label is not None:
-        headers.append(("label", label.encode("utf-8", "replace")))
-    mac = mac_from_topic(raw.topic)
-    return KafkaRecord(topic, mac.encode() if mac else None, raw.payload, headers)
-
-
 def rejected_record(rejected: Rejected, topic: str) -> KafkaRecord:
     """The dead-letter record of a row the database refused (``stage=store``)."""
     ERRORS.labels("store", STORE_REJECTED).inc()
-    return dlq_record(rejected.raw, STORE_REJECTED, rejected.detail, "store", rejected.label, topic)
+    raw, detail, label = rejected.raw, rejected.detail, rejected.label
+    return dead_letter(raw, STORE_REJECTED, detail, "store", topic, label)
 
 
 class DecodeStep:
@@ -157,7 +102,6 @@ class DecodeStep:
                         rows.entries.append(entry)
             key = mac.encode() if mac else None
             stored_time = None
-            stamp = ""
             failed = 0
             dead: set[tuple[str, str | None]] | None = None
             for item in decode_message(raw, entry, now, limits):
@@ -171,34 +115,20 @@ class DecodeStep:
                     dead.add((item.reason, item.label))
                     ERRORS.labels("decode", item.reason).inc()
                     dlq.append(
-                        dlq_record(raw, item.reason, item.detail, "decode", item.label, dlq_topic)
+                        dead_letter(raw, item.reason, item.detail, "decode", dlq_topic, item.label)
                     )
                     continue
                 if stored_time is None:  # one timestamp per message
                     stored_time = item.time
-                    stamp = _stamp(stored_time)
                 if kind is Reading:
-                    record = ReadingRecord(
-                        "reading",
-                        item.mac,
-                        item.connector,
-                        item.pin,
-                        item.label,
-                        item.value,
-                        item.unit,
-                        stamp,
-                        item.sensor_id,
-                        item.datapoint_id,
-                        item.registry_version,
-                    )
-                    decoded.append(KafkaRecord(decoded_topic, key, _encode(record)))
+                    decoded.append(KafkaRecord(decoded_topic, key, _encode(item)))
                     readings.append(reading_row(item, raw))
                     n_readings += 1
                 else:
                     if self._reader_key is not None:
                         item = _private(item, self._reader_key)
                     rows.events.append(event_row(item, raw))
-                    decoded.append(KafkaRecord(decoded_topic, key, _encode(_event(item, stamp))))
+                    decoded.append(KafkaRecord(decoded_topic, key, decoded_json(item)))
                     n_events += 1
             if stored_time is not None:
                 rows.marks.append(mark(stored_time, raw))
@@ -215,26 +145,3 @@ def _private(event: Event, key: bytes) -> Event:
     if event.component.startswith("reader-") and type(event.value) is str:
         return msgspec.structs.replace(event, value=hash_card_id(event.value, key))
     return event
-
-
-def _stamp(moment: datetime) -> str:
-    """:func:`schemas.decode.iso_utc` of ``moment``, through msgspec's encoder (about 10× faster)
-    except at a whole second, where msgspec leaves the fraction out."""
-    if moment.microsecond == 0:
-        return iso_utc(moment)
-    return _encode(moment)[1:-1].decode()
-
-
-def _event(e: Event, stamp: str) -> EventRecord:
-    return EventRecord(
-        "event",
-        e.mac,
-        e.connector,
-        e.component,
-        e.field,
-        e.value,
-        stamp,
-        None,
-        None,
-        e.registry_version,
-    )

@@ -71,7 +71,7 @@ class FreshnessTracker(Collector):
         now = self._clock()
         macs = {record.key for record in output.decoded}
         macs.update(record.key for record in output.dlq)
-        sensors = {row[1] for row in output.rows.readings}
+        sensors = {row.sensor_id for row in output.rows.readings}
         with self._lock:
             for entry in output.rows.entries:
                 self._register(entry, now)

@@ -9,7 +9,7 @@ record is never dropped. What happens to it depends on its failure class
   (counted in ``f2_kafka_sink_retries_total``), for as long as it takes, so while Kafka is down the
   worker blocks and upstream acks wait with it.
 - *row* (the producer or the broker refuses the record for its size): the record is replaced by a
-  dead letter, reason ``undeliverable`` with the sink's ``stage`` (SPEC §8), on the dead-letter
+  dead letter, reason ``undeliverable`` with the sink's ``stage``, on the dead-letter
   topic; where that topic refuses it too, the dead letter holds the first 64 KiB of the value
   (less if that is still refused) with the headers ``original_size`` and ``sha256``. The flow goes
   on; the epoch completes once the dead letter is stored.
@@ -44,7 +44,6 @@ default): a full queue waits.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import Counter as Tally
@@ -74,6 +73,7 @@ from connectors.failures import (
 )
 from connectors.per_thread import PerThread
 from schemas.reasons import UNDELIVERABLE
+from schemas.wire import KafkaRecord, truncated, undeliverable
 
 log = logging.getLogger("f2.kafka_sink")
 
@@ -126,22 +126,6 @@ _NOT_CLIENT_SETTINGS = frozenset(
 )
 BLOCKED_RETRY_S = 15.0
 RETRY_POLICY = RetryPolicy(first_s=0.2, max_s=10.0, blocked_s=BLOCKED_RETRY_S)
-DEAD_LETTER_VALUE_BYTES = 65536
-"""A dead letter the dead-letter topic refuses for its size keeps this much of its value (SPEC §8),
-halved again while it is still refused, down to :data:`DEAD_LETTER_MIN_BYTES`."""
-DEAD_LETTER_MIN_BYTES = 1024
-
-
-class KafkaRecord(msgspec.Struct, frozen=True):
-    """One record to produce. ``partition`` None = by key (librdkafka's default partitioner)."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]] = []
-    partition: int | None = None
-
-
 _TOPIC_OF = attrgetter("topic")
 
 
@@ -168,48 +152,14 @@ def _delivery_failure(exc: BaseException) -> Failure | None:
     return exc.failure if isinstance(exc, DeliveryFailed) else None
 
 
-def _replace_headers(
-    headers: list[tuple[str, bytes]], new: list[tuple[str, bytes]]
-) -> list[tuple[str, bytes]]:
-    names = {name for name, _ in new}
-    return [h for h in headers if h[0] not in names] + new
-
-
 def dead_letter(record: KafkaRecord, error: KafkaError, dlq: DeadLetters) -> KafkaRecord | None:
-    """What to produce instead of ``record``, which Kafka refused for its size.
-
-    A record for another topic becomes an ``undeliverable`` dead letter (its value and headers,
-    plus ``reason``, ``detail``, ``stage`` and ``target_topic``). A dead letter becomes a
-    truncated one: the first :data:`DEAD_LETTER_VALUE_BYTES` of the value with ``original_size``
-    and ``sha256`` of the whole value, halved on each further refusal; None below
-    :data:`DEAD_LETTER_MIN_BYTES` (the dead-letter topic cannot hold even that: a setup fault).
-    """
+    """What to produce instead of ``record``, which Kafka refused for its size: for another
+    topic, its :func:`~schemas.wire.undeliverable` dead letter; a dead letter,
+    :func:`~schemas.wire.truncated` (None: the dead-letter topic cannot hold even its minimum)."""
     if record.topic != dlq.topic:
         detail = f"{error.str()}: {len(record.value)} bytes for {record.topic}"
-        headers = _replace_headers(
-            list(record.headers),
-            [
-                ("reason", UNDELIVERABLE.encode()),
-                ("detail", detail.encode()),
-                ("stage", dlq.stage.encode()),
-                ("target_topic", record.topic.encode()),
-            ],
-        )
-        return KafkaRecord(dlq.topic, record.key, record.value, headers)
-    original = dict(record.headers).get("original_size")
-    if original is None:
-        size = min(DEAD_LETTER_VALUE_BYTES, len(record.value) // 2 or 1)
-        if len(record.value) > DEAD_LETTER_VALUE_BYTES:
-            size = DEAD_LETTER_VALUE_BYTES
-        digest = hashlib.sha256(record.value).hexdigest().encode()
-        extra = [("original_size", str(len(record.value)).encode()), ("sha256", digest)]
-        headers = _replace_headers(list(record.headers), extra)
-    else:
-        size = len(record.value) // 2
-        headers = list(record.headers)
-    if size < DEAD_LETTER_MIN_BYTES:
-        return None
-    return KafkaRecord(record.topic, record.key, record.value[:size], headers, record.partition)
+        return undeliverable(record, detail, dlq.stage, dlq.topic)
+    return truncated(record)
 
 
 def env_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -20,8 +20,8 @@ from the missing offset, until the records appear (``outcome="filled"``) or
 ``F2_DECODE_GAP_WAIT_MS`` has passed (``"skipped"``: the gap is real); the records past the gap
 wait meanwhile.
 
-Headers written by the ingest flow (``mqtt_topic``, ``mqtt_qos``, ``mqtt_retain``, ``received_at``)
-become the RawMessage's fields; ``received_at`` falls back to the Kafka record timestamp.
+A record becomes a :class:`RawMessage` through :func:`schemas.wire.raw_message` (the headers ingest
+wrote; ``received_at`` falls back to the Kafka record timestamp).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter
 
@@ -41,6 +41,7 @@ from connectors.consumer_lag import LagReporter
 from connectors.kafka_config import client_config
 from schemas.caches import ByteBoundedCache
 from schemas.records import RawMessage
+from schemas.wire import raw_message as wire_raw_message
 
 log = logging.getLogger("f2.decode")
 
@@ -70,42 +71,29 @@ core, ``bench.e2e`` steps side by side) for 25-30 ms lower p50 at 2,000 msg/s (1
 overrides it."""
 
 
-_QOS = {b"0": 0, b"1": 1, b"2": 2}
-_TRUE = (b"1", b"true", b"True")
 TOPIC_CACHE_BYTES = 16 << 20
 _TOPIC_TEXT: ByteBoundedCache[bytes, str] = ByteBoundedCache(TOPIC_CACHE_BYTES)
 
 
-def raw_message(msg: object, topic: str, partition: int) -> RawMessage:
-    """A consumed raw-topic record as a :class:`RawMessage`.
-
-    Runs once per consumed record, so the header values a fleet repeats (topics, QoS) are looked
-    up rather than parsed.
-    """
-    headers = dict(msg.headers() or ())  # type: ignore[attr-defined]
-    received = headers.get("received_at")
-    try:
-        received_ms = int(received) if received else msg.timestamp()[1]  # type: ignore[attr-defined]
-    except ValueError:
-        received_ms = msg.timestamp()[1]  # type: ignore[attr-defined]
-    mqtt_topic = headers.get("mqtt_topic") or b""
+def _topic_text(mqtt_topic: bytes) -> str:
+    """The topic header as text; a fleet repeats its topics, so they are looked up, not decoded."""
     text = _TOPIC_TEXT.get(mqtt_topic)
     if text is None:
         text = mqtt_topic.decode("utf-8", "replace")
         _TOPIC_TEXT.put(mqtt_topic, text, 2 * len(mqtt_topic))
-    qos_text = headers.get("mqtt_qos")
-    qos = _QOS.get(qos_text)  # type: ignore[arg-type]
-    if qos is None:
-        qos = int(qos_text or 1)
-    return RawMessage(
-        text,
-        msg.value() or b"",  # type: ignore[attr-defined]
-        received_ms if received_ms > 0 else 0,
-        qos,
-        headers.get("mqtt_retain") in _TRUE,
+    return text
+
+
+def raw_message(msg: Message, topic: str, partition: int) -> RawMessage:
+    """A consumed raw-topic record as a :class:`RawMessage` (:func:`schemas.wire.raw_message`)."""
+    return wire_raw_message(
+        dict(msg.headers() or ()),
+        msg.value(),
+        msg.timestamp()[1],
         topic,
         partition,
-        msg.offset(),  # type: ignore[attr-defined]
+        msg.offset(),
+        _topic_text,
     )
 
 

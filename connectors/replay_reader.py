@@ -24,12 +24,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from connectors.kafka_config import client_config
+from schemas.wire import RECEIVED_AT
 
 
 def record_time_ms(msg: Message) -> int:
     """``received_at`` (epoch ms) of a record, else its Kafka timestamp."""
     for name, value in msg.headers() or ():
-        if name == "received_at" and value:
+        if name == RECEIVED_AT and value:
             try:
                 return int(value)
             except ValueError:

@@ -2,16 +2,10 @@
 
 Delivery guarantee: none by itself; this module only shapes data. A :class:`RowBatch` is what
 travels from the decode step to the storage batching step (it is pickled into recovery snapshots
-while buffered), so it stays a plain Struct of tuples.
-
-Row shapes (the column order of :data:`READING_COLUMNS` / :data:`EVENT_COLUMNS`, then the origin):
-
-- reading: ``(time, sensor_id, datapoint_id, value, registry_version, raw, label)``
-- event: ``(time, controller_id, mac, connector, component, field, value_bool, value_num,
-  value_text, registry_version, raw, field)``
-
-``raw`` (the :class:`~schemas.records.RawMessage` the row was decoded from) and the label travel
-with the row so that a row the database refuses can be dead-lettered with its original message.
+while buffered). A row carries its table's columns (:meth:`ReadingRow.columns`, in the order of
+:data:`READING_COLUMNS` / :data:`EVENT_COLUMNS`) and where it came from: the
+:class:`~schemas.records.RawMessage` and the label or field, so that a row the database refuses is
+dead-lettered with its original message.
 """
 
 from __future__ import annotations
@@ -49,11 +43,60 @@ EVENT_TYPES = (
     "text",
     "int8",
 )
-READING_WIDTH = len(READING_COLUMNS)
-EVENT_WIDTH = len(EVENT_COLUMNS)
 
-ReadingRow = tuple[Any, ...]
-EventRow = tuple[Any, ...]
+
+class ReadingRow(msgspec.Struct, frozen=True, gc=False):
+    """One row of ``readings``, with its origin (``raw``, ``label``)."""
+
+    time: datetime
+    sensor_id: int
+    datapoint_id: int
+    value: float
+    registry_version: int
+    raw: RawMessage
+    label: str
+
+    def columns(self) -> tuple[datetime, int, int, float, int]:
+        """The row's values in :data:`READING_COLUMNS` order."""
+        return (self.time, self.sensor_id, self.datapoint_id, self.value, self.registry_version)
+
+
+class EventRow(msgspec.Struct, frozen=True, gc=False):
+    """One row of ``device_events`` (the value in the column of its type), with its origin."""
+
+    time: datetime
+    controller_id: int
+    mac: str
+    connector: str
+    component: str
+    field: str
+    value_bool: bool | None
+    value_num: float | None
+    value_text: str | None
+    registry_version: int
+    raw: RawMessage
+
+    @property
+    def label(self) -> str:
+        return self.field
+
+    def columns(self) -> tuple[Any, ...]:
+        """The row's values in :data:`EVENT_COLUMNS` order."""
+        return (
+            self.time,
+            self.controller_id,
+            self.mac,
+            self.connector,
+            self.component,
+            self.field,
+            self.value_bool,
+            self.value_num,
+            self.value_text,
+            self.registry_version,
+        )
+
+
+Row = ReadingRow | EventRow
 
 
 class Rejected(msgspec.Struct, frozen=True):
@@ -91,7 +134,7 @@ class RowBatch(msgspec.Struct):
 
 def reading_row(reading: Reading, raw: RawMessage) -> ReadingRow:
     """The row of one reading."""
-    return (
+    return ReadingRow(
         reading.time,
         reading.sensor_id,
         reading.datapoint_id,
@@ -106,7 +149,7 @@ def event_row(event: Event, raw: RawMessage) -> EventRow:
     """The row of one event: its value in the column of its type (bool, number or text)."""
     value = event.value
     kind = type(value)
-    return (
+    return EventRow(
         event.time,
         event.controller_id,
         event.mac,
@@ -118,7 +161,6 @@ def event_row(event: Event, raw: RawMessage) -> EventRow:
         value if kind is str else None,
         event.registry_version,
         raw,
-        event.field,
     )
 
 

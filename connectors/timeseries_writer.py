@@ -85,13 +85,12 @@ from connectors.per_thread import PerThread
 from connectors.store_rows import (
     EVENT_COLUMNS,
     EVENT_TYPES,
-    EVENT_WIDTH,
     READING_COLUMNS,
     READING_TYPES,
-    READING_WIDTH,
     EventRow,
     ReadingRow,
     Rejected,
+    Row,
     RowBatch,
 )
 from schemas.reasons import STORE_REJECTED
@@ -384,7 +383,8 @@ class TimeseriesWriter:
         self._next_maintenance = 0.0
         self._hold = Hold("store", STORE_BLOCKED)
         self._conflicts = _ConflictLog()
-        self._canaries: dict[str, tuple[tuple, float]] = {}  # table -> (last stored row, when)
+        # table -> (last stored row, when)
+        self._canaries: dict[str, tuple[ReadingRow | EventRow, float]] = {}
 
     def write(self, batch: RowBatch) -> list[Rejected]:
         """Store ``batch``; return the rows the database refused. Blocks until stored: through
@@ -415,9 +415,9 @@ class TimeseriesWriter:
         version is written (the others count as unchanged), however bisection splits the batch."""
         newest: dict[tuple, ReadingRow] = {}
         for row in batch.readings:
-            key = (row[1], row[2], row[0])
+            key = (row.sensor_id, row.datapoint_id, row.time)
             kept = newest.get(key)
-            if kept is None or kept[4] <= row[4]:
+            if kept is None or kept.registry_version <= row.registry_version:
                 newest[key] = row
         dropped = len(batch.readings) - len(newest)
         if not dropped:
@@ -503,7 +503,7 @@ class TimeseriesWriter:
             rejected += self._isolate(conn, "device_events", events)
         return rejected
 
-    def _isolate(self, conn: psycopg.Connection, table: str, rows: list[tuple]) -> list[Rejected]:
+    def _isolate(self, conn: psycopg.Connection, table: str, rows: list[Row]) -> list[Rejected]:
         """Store what the database accepts of ``rows`` (one table); the refused ones.
 
         The refused rows are tried again until the set stops shrinking: a setup fault fixed
@@ -541,8 +541,8 @@ class TimeseriesWriter:
         return False
 
     def _bisect(
-        self, conn: psycopg.Connection, table: str, rows: list[tuple]
-    ) -> list[tuple[tuple, BaseException]]:
+        self, conn: psycopg.Connection, table: str, rows: list[Row]
+    ) -> list[tuple[Row, BaseException]]:
         """The rows of ``rows`` the database refuses, with why; the others are stored."""
         try:
             if table == "readings":
@@ -577,7 +577,7 @@ class TimeseriesWriter:
                     copy.set_types(READING_TYPES)
                     write_row = copy.write_row
                     for row in readings:
-                        write_row(row[:READING_WIDTH])
+                        write_row(row.columns())
                 if self._replace:
                     keys, existing = cur.execute(_EXISTING_READINGS).fetchone()
                     cur.execute(_UPSERT_READINGS)
@@ -595,7 +595,7 @@ class TimeseriesWriter:
                     copy.set_types(EVENT_TYPES)
                     write_row = copy.write_row
                     for row in events:
-                        write_row(row[:EVENT_WIDTH])
+                        write_row(row.columns())
                 cur.execute(_MERGE_EVENTS)
                 inserted_e = cur.rowcount
                 if inserted_e < len(events):
@@ -636,7 +636,7 @@ class TimeseriesWriter:
         if replaced:
             ROWS.labels(table, "replaced").inc(replaced)
 
-    def _rejected(self, table: str, row: tuple, exc: BaseException) -> Rejected:
+    def _rejected(self, table: str, row: Row, exc: BaseException) -> Rejected:
         """The dead letter of one refused row: ``detail`` starts with the SQLSTATE."""
         detail = f"{sqlstate_of(exc)}: {error_detail(exc)}"
         self.counts[table].rejected += 1
@@ -645,13 +645,13 @@ class TimeseriesWriter:
             "row refused by the database",
             extra={
                 "stage": "store",
-                "mac": mac_from_topic(row[-2].topic),
+                "mac": mac_from_topic(row.raw.topic),
                 "reason": STORE_REJECTED,
                 "table": table,
                 "detail": detail,
             },
         )
-        return Rejected(raw=row[-2], label=row[-1], table=table, detail=detail)
+        return Rejected(raw=row.raw, label=row.label, table=table, detail=detail)
 
 
 _submitters: PerThread[Callable[[RowBatch], Future[list[Rejected]]]] = PerThread()

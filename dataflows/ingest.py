@@ -33,7 +33,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from prometheus_client import Counter
 
-from connectors.kafka_sink import CheckedKafkaSink, DeadLetters, KafkaRecord
+from connectors.kafka_sink import CheckedKafkaSink, DeadLetters
 from connectors.logs import configure_logging
 from connectors.mqtt_source import MqttSource, load_source_settings
 from schemas.caches import ByteBoundedCache
@@ -43,10 +43,11 @@ from schemas.payloads import too_large
 from schemas.reasons import BAD_PAYLOAD, BAD_TOPIC, UNDELIVERABLE
 from schemas.records import DecodeError, RawMessage
 from schemas.settings import Settings, load_settings
-from schemas.topics import mac_from_topic, parse_topic
+from schemas.topics import parse_topic
+from schemas.wire import KafkaRecord, dead_letter, raw_record, topic_header
 
 METRICS_PORT = 3031
-STAGE = b"ingest"
+STAGE = "ingest"
 
 DEAD_LETTERED = Counter(
     "f2_ingest_dead_lettered", "Messages sent to the dead-letter topic", ["reason"]
@@ -55,8 +56,6 @@ for _reason in (BAD_TOPIC, BAD_PAYLOAD, UNDELIVERABLE):
     DEAD_LETTERED.labels(_reason)
 
 
-_QOS = {qos: ("mqtt_qos", str(qos).encode()) for qos in (0, 1, 2)}
-_RETAIN = {False: ("mqtt_retain", b"0"), True: ("mqtt_retain", b"1")}
 TOPIC_CACHE_BYTES = 16 << 20
 
 
@@ -88,7 +87,7 @@ class RecordBuilder:
         info = parse_topic(topic)
         parts: tuple[bytes, tuple[str, bytes]] | DecodeError = info
         if not isinstance(info, DecodeError):
-            parts = (info.mac.encode(), ("mqtt_topic", topic.encode()))
+            parts = (info.mac.encode(), topic_header(topic))
         return self._topics.put(topic, parts, 3 * len(topic))
 
     def __call__(self, batch: list[RawMessage]) -> list[KafkaRecord]:
@@ -101,40 +100,21 @@ class RecordBuilder:
         for msg in batch:
             parts = topics.get(msg.topic) or self._topic_parts(msg.topic)
             if isinstance(parts, DecodeError):
-                append(dlq_record(msg, msg.topic.encode(), parts, self._dlq_topic))
+                append(refused(msg, parts, self._dlq_topic))
                 continue
             if len(msg.payload) > max_payload:
                 error = too_large(msg.payload, max_payload)
-                append(dlq_record(msg, msg.topic.encode(), error, self._dlq_topic))
+                append(refused(msg, error, self._dlq_topic))
                 continue
-            key, topic_header = parts
-            headers = [
-                topic_header,
-                _QOS.get(msg.qos) or ("mqtt_qos", str(msg.qos).encode()),
-                _RETAIN[msg.retain],
-                ("received_at", b"%d" % msg.received_at_ms),
-            ]
-            append(KafkaRecord(raw_topic, key, msg.payload, headers))
+            key, mqtt_topic = parts
+            append(raw_record(msg, raw_topic, key, mqtt_topic))
         return out
 
 
-def dlq_record(msg: RawMessage, topic: bytes, error: DecodeError, dlq_topic: str) -> KafkaRecord:
-    """The SPEC §6 dead-letter record of a message the ingest stage refused."""
+def refused(msg: RawMessage, error: DecodeError, dlq_topic: str) -> KafkaRecord:
+    """The dead letter of a message the ingest stage refused (its topic or its size)."""
     DEAD_LETTERED.labels(error.reason).inc()
-    headers = [
-        ("mqtt_topic", topic),
-        ("reason", error.reason.encode()),
-        ("detail", error.detail.encode("utf-8", "replace")),
-        ("stage", STAGE),
-        ("source_topic", msg.source_topic.encode()),
-        ("source_partition", str(msg.source_partition).encode()),
-        ("source_offset", str(msg.source_offset).encode()),
-        ("mqtt_qos", str(msg.qos).encode()),
-        ("mqtt_retain", b"1" if msg.retain else b"0"),
-        ("received_at", str(msg.received_at_ms).encode()),
-    ]
-    mac = mac_from_topic(msg.topic)
-    return KafkaRecord(dlq_topic, mac.encode() if mac else None, msg.payload, headers)
+    return dead_letter(msg, error.reason, error.detail, STAGE, dlq_topic)
 
 
 def build_flow(settings: Settings | None = None) -> Dataflow:
@@ -146,7 +126,7 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     records = op.flat_map_batch(
         "to_kafka", messages, RecordBuilder(s.raw_topic, s.dlq_topic, limits)
     )
-    dead_letters = DeadLetters(s.dlq_topic, STAGE.decode(), DEAD_LETTERED.labels(UNDELIVERABLE).inc)
+    dead_letters = DeadLetters(s.dlq_topic, STAGE, DEAD_LETTERED.labels(UNDELIVERABLE).inc)
     op.output(
         "kafka", records, CheckedKafkaSink({"bootstrap.servers": s.kafka_bootstrap}, dead_letters)
     )

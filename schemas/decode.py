@@ -226,37 +226,3 @@ def _decode_event(
         else Event(mac, connector, component, name, value, time, controller_id, version)
         for name, value in pairs
     ]
-
-
-def output_record(item: Decoded) -> dict[str, Any]:
-    """The ``f2 decode`` JSON shape of one result (``time`` as ISO 8601 UTC with ``Z``)."""
-    if type(item) is Reading:
-        return {
-            "kind": "reading",
-            "mac": item.mac,
-            "connector": item.connector,
-            "pin": item.pin,
-            "label": item.label,
-            "value": item.value,
-            "unit": item.unit,
-            "time": iso_utc(item.time),
-        }
-    if type(item) is Event:
-        return {
-            "kind": "event",
-            "mac": item.mac,
-            "connector": item.connector,
-            "component": item.component,
-            "field": item.field,
-            "value": item.value,
-            "time": iso_utc(item.time),
-        }
-    record: dict[str, Any] = {"kind": "error", "reason": item.reason, "detail": item.detail}
-    if item.label is not None:
-        record["label"] = item.label
-    return record
-
-
-def iso_utc(moment: datetime) -> str:
-    """A UTC datetime as ISO 8601 with microseconds and a ``Z`` suffix."""
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -77,8 +77,13 @@ class ControllerEntry(msgspec.Struct, frozen=True):
         return self.sensors.get(f"{connector}:{pin}")
 
 
-class Reading(msgspec.Struct, frozen=True, gc=False):
-    """One decoded data point value of one sensor frame."""
+DECODED_SCHEMA_VERSION = 1
+"""``v`` of the records on ``decoded_iot_data`` (:mod:`schemas.wire`)."""
+
+
+class Reading(msgspec.Struct, frozen=True, gc=False, tag="reading", tag_field="kind"):
+    """One decoded data point value of one sensor frame; encoded as JSON, it is the reading's
+    record on ``decoded_iot_data`` (``kind`` = ``reading``, ``time`` in RFC 3339)."""
 
     mac: str
     connector: str
@@ -90,6 +95,7 @@ class Reading(msgspec.Struct, frozen=True, gc=False):
     sensor_id: int
     datapoint_id: int
     registry_version: int = 0
+    v: int = DECODED_SCHEMA_VERSION
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):

@@ -15,16 +15,16 @@ import argparse
 import sys
 from datetime import UTC, datetime
 
-import msgspec
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from connectors.registry_pg import load_controller
-from schemas.decode import decode_message, output_record
+from schemas.decode import decode_message
 from schemas.limits import load_input_limits
 from schemas.records import ControllerEntry, RawMessage
 from schemas.settings import load_settings
 from schemas.topics import mac_from_topic
+from schemas.wire import result_json
 
 REGISTRY_UNREACHABLE = 2
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         now = datetime.fromtimestamp(args.received_at / 1000, UTC)
     out = sys.stdout.buffer
     for item in decode_message(raw, entry, now, load_input_limits()):
-        out.write(msgspec.json.encode(output_record(item)) + b"\n")
+        out.write(result_json(item) + b"\n")
     out.flush()
     return 0
 

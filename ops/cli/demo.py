@@ -29,10 +29,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from connectors.registry_pg import load_controller
 from ops.stack import flows
-from schemas.decode import decode_message, output_record
+from schemas.decode import decode_message
 from schemas.encode import encode_value, frame_hex, modbus_frame
 from schemas.records import RawMessage
 from schemas.settings import Settings, load_settings
+from schemas.wire import result_json
 
 SEED_MAC = "e4fd45f654be"
 SEED_TOPIC = f"tele/f2-{SEED_MAC}/sensor-mode/J1/sensor-1"
@@ -102,7 +103,7 @@ def round_trip(settings: Settings) -> int:
         topic=message.topic, payload=bytes(message.payload), received_at_ms=int(time.time() * 1000)
     )
     for item in decode_message(raw, entry):
-        print("decoded    " + msgspec.json.encode(output_record(item)).decode())
+        print("decoded    " + result_json(item).decode())
     return 0
 
 

@@ -33,7 +33,7 @@ import msgspec
 from prometheus_client import Counter
 
 from connectors.decode_step import DecodeStep, rejected_record
-from connectors.kafka_sink import CheckedKafkaSink, KafkaRecord
+from connectors.kafka_sink import CheckedKafkaSink
 from connectors.replay_reader import header, retention_ms
 from connectors.store_rows import RowBatch
 from connectors.timeseries_writer import TimeseriesWriter, WriteCounts, load_store_settings
@@ -51,6 +51,17 @@ from ops.recovery.replay import (
 from schemas.limits import load_input_limits
 from schemas.records import RawMessage
 from schemas.settings import Settings
+from schemas.wire import (
+    LABEL,
+    MQTT_TOPIC,
+    REASON,
+    REDRIVEN_AT,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TOPIC,
+    KafkaRecord,
+    raw_message,
+)
 
 log = logging.getLogger("f2.redrive")
 
@@ -92,34 +103,32 @@ class RedriveReport(msgspec.Struct):
 
 def identity(headers: dict[str, bytes], value: bytes | None) -> Identity:
     """The message a DLQ record is about: its raw-archive record, else ``mqtt_topic`` + value."""
-    source, offset = headers.get("source_topic"), headers.get("source_offset") or b"-1"
+    source, offset = headers.get(SOURCE_TOPIC), headers.get(SOURCE_OFFSET) or b"-1"
     try:
-        place = (int(headers.get("source_partition") or b"-1"), int(offset))
+        place = (int(headers.get(SOURCE_PARTITION) or b"-1"), int(offset))
     except ValueError:
         place = (-1, -1)
     if source and place[1] >= 0:
         return ("source", source, *place)
-    return ("mqtt", headers.get("mqtt_topic"), value or b"")
+    return ("mqtt", headers.get(MQTT_TOPIC), value or b"")
 
 
 def dlq_key(headers: dict[str, bytes], value: bytes | None) -> Identity:
     """(message, reason, label): what makes a dead-letter record new."""
-    return (identity(headers, value), headers.get("reason"), headers.get("label"))
+    return (identity(headers, value), headers.get(REASON), headers.get(LABEL))
 
 
 def raw_of(headers: dict[str, bytes], value: bytes | None) -> RawMessage:
     """The original message of a DLQ record (``source_*`` kept, so new records point back)."""
     ident = identity(headers, value)
-    received = headers.get("received_at") or b"0"
-    return RawMessage(
-        topic=(headers.get("mqtt_topic") or b"").decode("utf-8", "replace"),
-        payload=value or b"",
-        received_at_ms=int(received) if received.isdigit() else 0,
-        qos=1 if headers.get("mqtt_qos") in (None, b"1") else 0,
-        retain=headers.get("mqtt_retain") in (b"1", b"true", b"True"),
-        source_topic=(headers.get("source_topic") or b"").decode("utf-8", "replace"),
-        source_partition=ident[2] if ident[0] == "source" else -1,
-        source_offset=ident[3] if ident[0] == "source" else -1,
+    source = ident[0] == "source"
+    return raw_message(
+        headers,
+        value,
+        0,
+        (headers.get(SOURCE_TOPIC) or b"").decode("utf-8", "replace"),
+        ident[2] if source else -1,
+        ident[3] if source else -1,
     )
 
 
@@ -145,12 +154,12 @@ def run_redrive(
         for msg in batch:
             headers = dict(msg.headers() or ())
             present.add(dlq_key(headers, msg.value()))
-            if (wanted is not None and headers.get("reason") != wanted) or not selected(
+            if (wanted is not None and headers.get(REASON) != wanted) or not selected(
                 msg, span, mac
             ):
                 continue
             report.matched += 1
-            if not header(msg, "mqtt_topic"):
+            if not header(msg, MQTT_TOPIC):
                 report.skipped += 1
                 continue
             todo.setdefault(identity(headers, msg.value()), raw_of(headers, msg.value()))
@@ -193,9 +202,9 @@ def _drive(
         if key in present:
             return False
         present.add(key)
-        reasons[headers["reason"].decode()] += 1
+        reasons[headers[REASON].decode()] += 1
         outbox.append(
-            msgspec.structs.replace(record, headers=[*record.headers, ("redriven_at", stamp)])
+            msgspec.structs.replace(record, headers=[*record.headers, (REDRIVEN_AT, stamp)])
         )
         return True
 

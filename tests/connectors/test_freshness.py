@@ -3,11 +3,15 @@ per-device labels only for the N stalest."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from connectors.decode_step import DecodeOutput
 from connectors.freshness import FreshnessSettings, FreshnessTracker
-from connectors.kafka_sink import KafkaRecord
-from connectors.store_rows import RowBatch
+from connectors.store_rows import ReadingRow, RowBatch
 from schemas.records import ControllerEntry, RawMessage, SensorEntry
+from schemas.wire import KafkaRecord
+
+T0 = datetime(2026, 11, 26, tzinfo=UTC)
 
 
 def entry(mac: str, controller_id: int, sensor_ids: list[int]) -> ControllerEntry:
@@ -20,7 +24,7 @@ def entry(mac: str, controller_id: int, sensor_ids: list[int]) -> ControllerEntr
 
 def output(macs: list[str], sensor_ids: list[int], entries=()) -> DecodeOutput:
     raw = RawMessage("stat/f2-x/A/M", b"", 0)
-    readings = [(None, sid, 1, 1.0, 1, raw, "t") for sid in sensor_ids]
+    readings = [ReadingRow(T0, sid, 1, 1.0, 1, raw, "t") for sid in sensor_ids]
     decoded = [KafkaRecord("decoded", mac.encode(), b"{}") for mac in macs]
     return DecodeOutput(RowBatch(readings=readings, entries=list(entries)), decoded, [])
 

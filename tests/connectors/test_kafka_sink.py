@@ -15,13 +15,12 @@ from prometheus_client import REGISTRY
 from connectors import kafka_sink
 from connectors.failures import RetryPolicy
 from connectors.kafka_sink import (
-    DEAD_LETTER_VALUE_BYTES,
     CheckedKafkaPartitionedSink,
     CheckedKafkaSink,
     DeadLetters,
-    KafkaRecord,
     env_config,
 )
+from schemas.wire import DEAD_LETTER_VALUE_BYTES, KafkaRecord
 
 DLQ = DeadLetters("dlq_iot_data", "ingest")
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from bytewax.operators import StatefulLogic
 
 from connectors.store_rows import (
-    EVENT_WIDTH,
-    READING_WIDTH,
+    EVENT_COLUMNS,
+    READING_COLUMNS,
     RowBatch,
     event_row,
     mark,
@@ -130,17 +130,20 @@ def test_refused_rows_are_emitted():
 def test_reading_row_columns_and_origin():
     reading = Reading("e4fd45f654be", "J1", 1, "Temperature", 25.0, "°C", T0, 7, 11, 3)
     row = reading_row(reading, RAW)
-    assert row[:READING_WIDTH] == (T0, 7, 11, 25.0, 3)
-    assert row[READING_WIDTH:] == (RAW, "Temperature")
+    assert row.columns() == (T0, 7, 11, 25.0, 3)
+    assert len(row.columns()) == len(READING_COLUMNS)
+    assert (row.raw, row.label) == (RAW, "Temperature")
 
 
 def test_event_row_puts_the_value_in_the_column_of_its_type():
     def values(value):
         event = Event("e4fd45f654be", "J3", "strike-1", "status", value, T0, 5, 2)
         row = event_row(event, RAW)
-        assert row[:6] == (T0, 5, "e4fd45f654be", "J3", "strike-1", "status")
-        assert row[9] == 2 and len(row) == EVENT_WIDTH + 2
-        return row[6:9]
+        columns = row.columns()
+        assert columns[:6] == (T0, 5, "e4fd45f654be", "J3", "strike-1", "status")
+        assert columns[9] == 2 and len(columns) == len(EVENT_COLUMNS)
+        assert (row.raw, row.label) == (RAW, "status")
+        return columns[6:9]
 
     assert values(True) == (True, None, None)
     assert values(False) == (False, None, None)

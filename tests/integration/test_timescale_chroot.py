@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from connectors.store_rows import RowBatch, event_row
+from connectors.store_rows import ReadingRow, RowBatch, event_row
 from connectors.timeseries_writer import TimeseriesWriter
 from ops.security.checks import database_roles
 from ops.storage.migrate import migrate
@@ -112,7 +112,7 @@ def test_production_writer_on_hypertables(dbs: Databases) -> None:
     ]
     late = list(day_of_readings(entry, NOW - timedelta(days=30), hours=1))
     edges = [datetime(2000, 1, 1, tzinfo=UTC), NOW + timedelta(days=30)]
-    odd = [(t, 2100, 101, 1.0, 1, RAW, "Temperature") for t in edges]
+    odd = [ReadingRow(t, 2100, 101, 1.0, 1, RAW, "Temperature") for t in edges]
     writer = TimeseriesWriter(dbs.timescale)
     try:
         first = writer.write(RowBatch(readings=readings, events=events, entries=[entry]))

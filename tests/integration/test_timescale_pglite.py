@@ -328,7 +328,7 @@ def test_least_privilege_roles_with_compression_and_aggregates(tsdb: Tsdb) -> No
         with conn.transaction():
             conn.execute("SET LOCAL ROLE f2_pipeline")
             for rows in (late, day, older):
-                columns = [list(col) for col in zip(*(r[:5] for r in rows), strict=True)]
+                columns = [list(col) for col in zip(*(r.columns() for r in rows), strict=True)]
                 conn.execute(insert, columns)
             with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
                 conn.execute("ALTER TABLE readings SET (timescaledb.compress = false)")

@@ -97,7 +97,7 @@ def day_of_readings(
             _, points = TEMPLATES[sensor.template_id]
             for dp, signal, decimals, _ in points:
                 value = round(values[signal], decimals)
-                yield (t, sensor.sensor_id, dp, value, entry.version, RAW, signal)
+                yield ReadingRow(t, sensor.sensor_id, dp, value, entry.version, RAW, signal)
 
 
 class UnnestWriter(TimeseriesWriter):
@@ -120,7 +120,7 @@ class UnnestWriter(TimeseriesWriter):
                     "INSERT INTO readings (time, sensor_id, datapoint_id, value, registry_version)"
                     " SELECT * FROM unnest(%s::timestamptz[], %s::int4[], %s::int4[],"
                     " %s::float8[], %s::int8[]) ON CONFLICT DO NOTHING",
-                    [list(col) for col in zip(*(row[:5] for row in readings), strict=True)],
+                    [list(col) for col in zip(*(row.columns() for row in readings), strict=True)],
                 )
                 inserted_r = cur.rowcount
             if events:
@@ -130,7 +130,7 @@ class UnnestWriter(TimeseriesWriter):
                     " SELECT * FROM unnest(%s::timestamptz[], %s::int4[], %s::text[], %s::text[],"
                     " %s::text[], %s::text[], %s::bool[], %s::float8[], %s::text[], %s::int8[])"
                     " ON CONFLICT DO NOTHING",
-                    [list(col) for col in zip(*(row[:10] for row in events), strict=True)],
+                    [list(col) for col in zip(*(row.columns() for row in events), strict=True)],
                 )
                 inserted_e = cur.rowcount
         ROWS.labels("readings", "inserted").inc(inserted_r)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import decode as decode_module
-from schemas.decode import decode_message, output_record
+from schemas.decode import decode_message
 from schemas.encode import encode_value, modbus_exception_frame, modbus_frame
 from schemas.reasons import ALL_REASONS, DECODE_REASONS, STORE_REJECTED, UNDELIVERABLE
 from schemas.records import (
@@ -189,41 +188,6 @@ def test_unexpected_exceptions_become_errors(
     monkeypatch.setattr(decode_module, "parse_timestamp", broken)
     [error] = decode_message(sensor_message(GOLDEN), controller, NOW)
     assert error.reason == "bad_payload" and "RuntimeError: boom" in error.detail
-
-
-def test_output_records_are_the_f2_decode_shapes(controller: ControllerEntry) -> None:
-    [reading, *_] = decode(sensor_message(GOLDEN), controller)
-    assert output_record(reading) == {
-        "kind": "reading",
-        "mac": MAC,
-        "connector": "J1",
-        "pin": 1,
-        "label": "Temperature",
-        "value": 25.0,
-        "unit": "°C",
-        "time": "2024-06-01T10:00:00.250000Z",
-    }
-    [event] = decode(
-        event_message("access-control-mode/J2/door-sensors", {"door_1": "open"}), controller
-    )
-    assert output_record(event) == {
-        "kind": "event",
-        "mac": MAC,
-        "connector": "J2",
-        "component": "door-sensors",
-        "field": "door-sensor-1",
-        "value": True,
-        "time": "2024-06-01T10:00:00.250000Z",
-    }
-    error = DecodeError("out_of_range", "past the end", "CO2")
-    assert output_record(error) == {
-        "kind": "error",
-        "reason": "out_of_range",
-        "detail": "past the end",
-        "label": "CO2",
-    }
-    assert "label" not in output_record(DecodeError("bad_crc", "x"))
-    assert json.loads(msgspec.json.encode(output_record(reading)))["value"] == 25.0
 
 
 TOPIC_PARTS = st.tuples(
