@@ -46,6 +46,9 @@ test: install lint
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pylint --disable=all --enable=duplicate-code --min-similarity-lines=8 \
+		--ignore-imports=yes --score=no schemas connectors dataflows ops simulator bench
+	$(PY) -m tools.settings_table --check
 
 ## Everything up: the compose stack when a Docker engine has its images, else the local stack
 ## with both dataflows, the health API (:8000) and Prometheus (:29090), all supervised

@@ -11,11 +11,13 @@ import re
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from ops.health.flow_metrics import Scrape, merged
+from ops.health.flow_metrics import scrape as fetch
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -25,7 +27,6 @@ KEEP_EVENTS = {"F2_EVENT_RETENTION_DAYS": "0"}
 any live data, and count them; event retention (365 days by default) would delete those events
 whenever a writer connects."""
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 
 def interruptible_children() -> None:
@@ -40,6 +41,11 @@ def interruptible_children() -> None:
     """
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def stack_named() -> bool:
+    """True if the caller named a stack (``F2_STACK_DIR``) for the benchmark to use."""
+    return bool(os.environ.get("F2_STACK_DIR"))
 
 
 def use_isolated_stack(stack_dir: str, port_offset: str) -> dict[str, str]:
@@ -92,91 +98,13 @@ def run_stage(module: str, args: Iterable[str], timeout: float, log: Path) -> di
     return last_json_object(result.stdout)
 
 
-# Prometheus text ------------------------------------------------------------------------------
+# Prometheus text: parsed by prometheus_client (ops.health.flow_metrics) ------------------------
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text exposition → {``name{labels}``: value} (labels as printed)."""
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        match = SAMPLE.match(line)
-        if match is not None:
-            samples[match.group(1) + (match.group(2) or "")] = float(match.group(3))
-    return samples
-
-
-def scrape(ports: Iterable[int]) -> dict[str, float]:
-    """The samples of every process's ``/metrics``, summed by name and labels (a process that
-    does not answer contributes nothing)."""
-    total: dict[str, float] = {}
-    for port in ports:
-        try:
-            url = f"http://127.0.0.1:{port}/metrics"
-            with urllib.request.urlopen(url, timeout=3) as response:
-                text = response.read().decode()
-        except OSError:
-            continue
-        for key, value in parse_metrics(text).items():
-            total[key] = total.get(key, 0.0) + value
-    return total
-
-
-def metric_sum(samples: Mapping[str, float], name: str, contains: str = "") -> float:
-    """Sum of the samples of ``name`` (any labels) whose label text contains ``contains``."""
-    return sum(
-        value
-        for key, value in samples.items()
-        if (key == name or key.startswith(name + "{")) and contains in key
-    )
-
-
-def histogram_buckets(
-    samples: Mapping[str, float], name: str, contains: str = ""
-) -> list[tuple[float, float]]:
-    """Cumulative buckets ``[(le, count)]`` of histogram ``name``, sorted by bound."""
-    buckets: dict[float, float] = {}
-    for key, value in samples.items():
-        if key.startswith(name + "_bucket{") and contains in key:
-            bound = re.search(r'le="([^"]+)"', key)
-            if bound is not None:
-                le = float(bound.group(1))
-                buckets[le] = buckets.get(le, 0.0) + value
-    return sorted(buckets.items())
-
-
-def bucket_diff(
-    after: list[tuple[float, float]], before: list[tuple[float, float]]
-) -> list[tuple[float, float]]:
-    """Observations between two scrapes of the same histogram (cumulative buckets)."""
-    earlier = dict(before)
-    return [(le, count - earlier.get(le, 0.0)) for le, count in after]
-
-
-def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
-    """The ``q`` quantile of cumulative ``buckets``, interpolated linearly inside the bucket that
-    holds it (as Prometheus ``histogram_quantile`` does); None without observations. A quantile
-    in the ``+Inf`` bucket is reported as the largest finite bound."""
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    rank = q * buckets[-1][1]
-    lower, below = 0.0, 0.0
-    for le, count in buckets:
-        if count >= rank:
-            if le == float("inf"):
-                return lower
-            if count == below:
-                return le
-            return lower + (le - lower) * (rank - below) / (count - below)
-        lower, below = le, count
-    return lower
-
-
-def share_at_or_below(buckets: list[tuple[float, float]], bound: float) -> float | None:
-    """Fraction of observations ≤ ``bound`` (exact when ``bound`` is a bucket boundary)."""
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    counts = [count for le, count in buckets if le <= bound]
-    return (counts[-1] if counts else 0.0) / buckets[-1][1]
+def scrape(ports: Iterable[int]) -> Scrape:
+    """The ``/metrics`` of every process on ``ports``, as one scrape (a process that does not
+    answer contributes nothing)."""
+    return merged([fetch(f"http://127.0.0.1:{port}/metrics", 3.0) for port in ports])
 
 
 # CPU time from /proc ----------------------------------------------------------------------------

@@ -53,12 +53,12 @@ from bench.common import KEEP_EVENTS, interruptible_children
 from connectors.recovery_dir import prepare_recovery
 from connectors.registry_pg import load_controller
 from connectors.store_rows import RowBatch, event_row, reading_row
-from connectors.timeseries_writer import TimeseriesWriter, load_store_settings
+from connectors.timeseries_writer import TimeseriesWriter
 from ops.stack.local import create_topics
 from schemas.decode import decode_message
 from schemas.encode import encode_value, frame_hex, modbus_frame
 from schemas.records import ControllerEntry, Event, RawMessage, Reading
-from schemas.settings import Settings, load_settings
+from schemas.settings import Settings, StoreSettings, child_environment, load_config
 from schemas.topics import mac_from_topic
 
 RESULTS = Path(__file__).resolve().parent / "results" / "decode_flow.json"
@@ -155,9 +155,9 @@ class Window:
                 )
 
 
-def run_ceiling(settings: Settings, batch: RowBatch) -> dict[str, float]:
-    size = load_store_settings().batch_rows
-    writer = TimeseriesWriter(settings.timeseries_dsn)
+def run_ceiling(settings: Settings, batch: RowBatch, store: StoreSettings) -> dict[str, float]:
+    size = store.batch_rows
+    writer = TimeseriesWriter(settings.timeseries_dsn, store)
     started = time.perf_counter()
     for start in range(0, max(len(batch.readings), len(batch.events)), size):
         part = RowBatch(batch.readings[start : start + size], batch.events[start : start + size])
@@ -344,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="runs of each flow variant")
     args = parser.parse_args(argv)
     interruptible_children()
-    settings = load_settings()
+    config = load_config()
+    settings = config.connections
     suffix = str(int(time.time()))
     topics = {
         "F2_TOPIC_RAW": f"bench_raw_{suffix}",
@@ -360,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     window.delete()
 
     def ceiling_run() -> dict[str, float]:
-        result = run_ceiling(settings, batch)
+        result = run_ceiling(settings, batch, config.store)
         assert window.count() == len(batch), "the ceiling run did not store every row"
         window.delete()
         return result
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     naive = run_naive(settings, messages[: args.naive_messages])
     window.delete()
     fill_topic(settings, topics["F2_TOPIC_RAW"], messages)
-    env = {**os.environ, **topics, **KEEP_EVENTS, "PYTHONPATH": str(ROOT)}
+    env = child_environment({**topics, **KEEP_EVENTS, "PYTHONPATH": str(ROOT)})
     flows: dict[str, dict] = {}
     variants = [("flow", 1, False), ("flow_dynamic_kafka_sink", 1, True)]
     if args.processes > 1:

@@ -61,20 +61,16 @@ from bench.common import (
     RESULTS_DIR,
     ROOT,
     CpuMeter,
-    bucket_diff,
     f2,
-    histogram_buckets,
     interruptible_children,
-    metric_sum,
-    quantile,
     scrape,
-    share_at_or_below,
     use_isolated_stack,
 )
+from ops.health.flow_metrics import Scrape, buckets, quantile_of, share_at_or_below
 from ops.stack import flows
 from ops.stack.local import Stack, create_topics
 from ops.stack.procs import port_open, wait_until
-from schemas.settings import Settings, load_settings
+from schemas.settings import Config, Settings, load_config
 
 DRAIN_LIMIT_S = 3.0
 ACHIEVED_MIN = 0.95
@@ -86,17 +82,17 @@ CLUSTER_PORTS = {"ingest": (2331, 2332), "decode": (2341, 2342)}
 FULL_RATES = (2000, 3500, 5000, 7500, 10000, 15000, 20000, 30000)
 QUICK_RATES = (2000, 5000)
 STALL_S = 30.0
-HOPS = {
-    "ingest_received": ("ingest", "f2_ingest_received_total", ""),
-    "ingest_acked": ("ingest", "f2_ingest_acked_total", ""),
-    "ingest_to_kafka": ("ingest", "f2_kafka_sink_delivered_total", ""),
-    "decode_read": ("decode", "bytewax_item_out_count_total", 'step_id="f2_decode.raw"'),
-    "decode_consumed": ("decode", "f2_decode_messages_total", ""),
-    "decode_dead_lettered": ("decode", "f2_decode_errors_total", ""),
-    "rows_inserted": ("decode", "f2_store_rows_total", 'outcome="inserted"'),
+HOPS: dict[str, tuple[str, str, dict[str, str]]] = {
+    "ingest_received": ("ingest", "f2_ingest_received_total", {}),
+    "ingest_acked": ("ingest", "f2_ingest_acked_total", {}),
+    "ingest_to_kafka": ("ingest", "f2_kafka_sink_delivered_total", {}),
+    "decode_read": ("decode", "bytewax_item_out_count_total", {"step_id": "f2_decode.raw"}),
+    "decode_consumed": ("decode", "f2_decode_messages_total", {}),
+    "decode_dead_lettered": ("decode", "f2_decode_errors_total", {}),
+    "rows_inserted": ("decode", "f2_store_rows_total", {"outcome": "inserted"}),
 }
 """Counters that locate the rows of a step that has some missing (``hops``): each one's increase
-over the step, as (flow, metric, label text)."""
+over the step, as (flow, metric, labels)."""
 WARMUP_RATE, WARMUP_S = 500, 3
 RECOVER_WAIT_S = 60.0
 
@@ -205,8 +201,9 @@ def wait_simulator(proc: subprocess.Popen[str], timeout_s: float, tick: Any) -> 
 class Pipeline:
     """Ingest + decode flows on the isolated stack, with what a step needs to measure them."""
 
-    def __init__(self, settings: Settings, root: Path, workdir: Path, ingest: int, decode: int):
-        self.settings, self.root, self.workdir = settings, root, workdir
+    def __init__(self, config: Config, root: Path, workdir: Path, ingest: int, decode: int):
+        self.settings, self.root, self.workdir = config.connections, root, workdir
+        self.ingest_settings = config.ingest
         self.ingest = FlowGroup("ingest", ingest, root, workdir)
         self.decode = FlowGroup("decode", decode, root, workdir)
 
@@ -216,25 +213,25 @@ class Pipeline:
 
     def start(self) -> None:
         """Empty Kafka, no leftover MQTT sessions, both flows up."""
-        from connectors.mqtt_source import forget_sessions, load_source_settings
+        from connectors.mqtt_source import forget_sessions, source_settings
 
         f2("stack", "stop", "kafka")
         f2("stack", "start", "kafka")
-        forget_sessions(load_source_settings(self.settings))
+        forget_sessions(source_settings(self.settings, self.ingest_settings))
         self.ingest.start()
         self.decode.start()
 
     def stop(self) -> None:
-        from connectors.mqtt_source import forget_sessions, load_source_settings
+        from connectors.mqtt_source import forget_sessions, source_settings
 
         self.ingest.stop()
         self.decode.stop()
-        forget_sessions(load_source_settings(self.settings))
+        forget_sessions(source_settings(self.settings, self.ingest_settings))
 
-    def scrapes(self) -> dict[str, dict[str, float]]:
+    def scrapes(self) -> dict[str, Scrape]:
         return {"ingest": scrape(self.ingest.ports), "decode": scrape(self.decode.ports)}
 
-    def hops(self, before: dict[str, dict[str, float]], published: int) -> dict[str, Any]:
+    def hops(self, before: dict[str, Scrape], published: int) -> dict[str, Any]:
         """Where a step's messages got to (increase of each :data:`HOPS` counter since
         ``before``), taken while the flows still run: the first hop short of ``published`` is
         where rows went missing (``ingest_unacked``: held by ingest, not yet in Kafka)."""
@@ -242,33 +239,33 @@ class Pipeline:
         hops: dict[str, Any] = {"published": published}
         for name, (flow, metric, labels) in HOPS.items():
             hops[name] = _grown(before[flow], after[flow], metric, labels)
-        hops["ingest_unacked"] = round(metric_sum(after["ingest"], "f2_ingest_unacked"))
+        hops["ingest_unacked"] = round(after["ingest"].total("f2_ingest_unacked"))
         # Since the flows and the broker started (they start together): does the broker hold
         # every record ingest had acknowledged, and did decode read them all?
         census = topic_census(self.settings, self.settings.raw_topic)
         _, read_metric, read_labels = HOPS["decode_read"]
         hops["since_start"] = {
-            "ingest_to_kafka": round(metric_sum(after["ingest"], "f2_kafka_sink_delivered_total")),
+            "ingest_to_kafka": round(after["ingest"].total("f2_kafka_sink_delivered_total")),
             "kafka_records": census.records,
             "kafka_offset_gaps": census.gaps,
-            "decode_read": round(metric_sum(after["decode"], read_metric, read_labels)),
+            "decode_read": round(after["decode"].total(read_metric, **read_labels)),
         }
         return hops
 
-    def gaps(self, before: dict[str, dict[str, float]]) -> dict[str, int]:
+    def gaps(self, before: dict[str, Scrape]) -> dict[str, int]:
         """Offset gaps the decode source met over the step, by outcome: ``filled`` (read again
         and found: the broker had made a later batch readable first) or ``skipped``."""
         after = scrape(self.decode.ports)
         name = "f2_kafka_source_offset_gaps_total"
         return {
-            outcome: _grown(before["decode"], after, name, f'outcome="{outcome}"')
+            outcome: _grown(before["decode"], after, name, {"outcome": outcome})
             for outcome in ("filled", "skipped")
         }
 
     def counters(self) -> tuple[float, float]:
         """(messages ingest emitted into Kafka, messages decode consumed) so far."""
-        ingest = metric_sum(scrape(self.ingest.ports), "f2_ingest_received_total")
-        decode = metric_sum(scrape(self.decode.ports), "f2_decode_messages_total")
+        ingest = scrape(self.ingest.ports).total("f2_ingest_received_total")
+        decode = scrape(self.decode.ports).total("f2_decode_messages_total")
         return ingest, decode
 
     def recount(self, step: dict[str, Any]) -> None:
@@ -300,7 +297,7 @@ class Pipeline:
         before_rows = stored_rows(self.settings, since)
         before_ingest, before_decode = self.counters()
         before_hops = self.scrapes()
-        before_latency = histogram_buckets(scrape(self.decode.ports), LATENCY, 'since="device"')
+        before_latency = scrape(self.decode.ports)
         roles = {**service_pids(self.root), "ingest": self.ingest.pids}
         roles["decode"] = self.decode.pids
         meter = CpuMeter(roles)
@@ -343,10 +340,7 @@ class Pipeline:
         cpu["simulator"] = round(sim_cpu, 3)
         cpu["bench"] = round(time.process_time() - bench_cpu, 3)
         after_ingest, after_decode = self.counters()
-        latency = bucket_diff(
-            histogram_buckets(scrape(self.decode.ports), LATENCY, 'since="device"'),
-            before_latency,
-        )
+        latency = buckets(before_latency, scrape(self.decode.ports), LATENCY, since="device")
         achieved = _achieved_rate(sim_out, summary["published"], duration)
         missing = max(0, expected - stored)
         hops = self.hops(before_hops, summary["published"]) if missing else None
@@ -370,9 +364,9 @@ class Pipeline:
             "decode_msgs_per_s": round((after_decode - before_decode) / window_s),
             "max_kafka_backlog_msgs": round(max(backlog, default=0.0)),
             "latency_observations": int(latency[-1][1]) if latency else 0,
-            "p50_ms": _ms(quantile(latency, 0.50)),
-            "p95_ms": _ms(quantile(latency, 0.95)),
-            "p99_ms": _ms(quantile(latency, 0.99)),
+            "p50_ms": _ms(quantile_of(latency, 0.50)),
+            "p95_ms": _ms(quantile_of(latency, 0.95)),
+            "p99_ms": _ms(quantile_of(latency, 0.99)),
             "share_within_1s": _round(share_at_or_below(latency, 1.0), 4),
             "window_s": round(window_s, 2),
             "rows_window": [since.isoformat(), until.isoformat(), before_rows],
@@ -383,9 +377,9 @@ class Pipeline:
         }
 
 
-def _grown(before: dict[str, float], after: dict[str, float], metric: str, labels: str) -> int:
-    """Increase of counter ``metric`` (series whose labels contain ``labels``) between scrapes."""
-    return round(metric_sum(after, metric, labels) - metric_sum(before, metric, labels))
+def _grown(before: Scrape, after: Scrape, metric: str, labels: dict[str, str]) -> int:
+    """Increase of counter ``metric`` (series with ``labels``) between two scrapes."""
+    return round(after.total(metric, **labels) - before.total(metric, **labels))
 
 
 def _achieved_rate(output: str, published: int, duration: float) -> float:
@@ -596,14 +590,15 @@ def decode_scaling(settings: Settings, root: Path, workdir: Path, messages: int)
 def run(quick: bool, workdir: Path, fresh_broker: bool = True) -> dict[str, Any]:
     """The whole end-to-end part on the (already isolated) stack: ramps, then scaling."""
     f2("stack", "up")
-    settings = load_settings()
+    config = load_config()
+    settings = config.connections
     root = Path(settings.stack_dir)
     rates = QUICK_RATES if quick else FULL_RATES
     duration = 8.0 if quick else 15.0
     configs = [(1, 1)] if quick else [(1, 1), (2, 2)]
     ramps = []
     for ingest, decode in configs:
-        pipeline = Pipeline(settings, root, workdir, ingest, decode)
+        pipeline = Pipeline(config, root, workdir, ingest, decode)
         ramps.append(ramp(pipeline, rates, duration, not quick, fresh_broker))
     scaling = decode_scaling(settings, root, workdir, 10_000 if quick else 60_000)
     return {

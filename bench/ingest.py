@@ -32,7 +32,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -41,9 +40,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from bench.common import interruptible_children
-from connectors.mqtt_source import MqttSourceSettings, forget_sessions, load_source_settings
-from schemas.settings import Settings, load_settings
+from bench.common import interruptible_children, scrape
+from connectors.mqtt_source import MqttSourceSettings, forget_sessions, source_settings
+from schemas.settings import Settings, child_environment, load_config, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 MACS = [f"0b{index:010x}" for index in range(50)]
@@ -150,20 +149,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def scrape(port: int) -> tuple[float, float]:
+def counts(port: int) -> tuple[float, float]:
     """(received, acked) summed over partitions from one flow process's /metrics."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return 0.0, 0.0
-    received = acked = 0.0
-    for line in text.splitlines():
-        if line.startswith("f2_ingest_received_total{"):
-            received += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("f2_ingest_acked_total{"):
-            acked += float(line.rsplit(" ", 1)[1])
-    return received, acked
+    metrics = scrape([port])
+    return metrics.total("f2_ingest_received_total"), metrics.total("f2_ingest_acked_total")
 
 
 def flow(env: dict[str, str], count: int, processes: int) -> dict:
@@ -189,7 +178,7 @@ def flow(env: dict[str, str], count: int, processes: int) -> dict:
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline:
-            totals = [scrape(port) for port in ports]
+            totals = [counts(port) for port in ports]
             received = sum(t[0] for t in totals)
             acked = sum(t[1] for t in totals)
             now = time.monotonic()
@@ -220,15 +209,17 @@ def flow(env: dict[str, str], count: int, processes: int) -> dict:
 
 def run_one(name: str, settings: Settings, count: int) -> dict:
     """One configuration on fresh sessions: prepare, publish ``count`` messages, drain."""
-    env = {
-        **os.environ,
-        "F2_STACK_DIR": settings.stack_dir,
-        "F2_INGEST_SHARE_GROUP": f"bench-{name}",
-        "F2_INGEST_CLIENT_PREFIX": f"bench-{name}",
-    }
+    env = child_environment(
+        {
+            "F2_STACK_DIR": settings.stack_dir,
+            "F2_INGEST_SHARE_GROUP": f"bench-{name}",
+            "F2_INGEST_CLIENT_PREFIX": f"bench-{name}",
+        }
+    )
     if name == "bare":
         env["F2_INGEST_PARTITIONS"] = "1"
-    config = load_source_settings(settings, env)
+    pipeline = load_config(env)
+    config = source_settings(pipeline.connections, pipeline.ingest)
     prepare_sessions(config)
     try:
         publish_rate = publish(settings, count)

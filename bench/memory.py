@@ -44,14 +44,14 @@ from bench.common import (
     RESULTS_DIR,
     f2,
     interruptible_children,
-    metric_sum,
     scrape,
+    stack_named,
     use_isolated_stack,
 )
 from bench.e2e import FlowGroup, topic_census
 from ops.stack.procs import wait_until
 from schemas.limits import DEFAULT_LIMITS
-from schemas.settings import Settings, load_settings
+from schemas.settings import Settings, load_config
 
 MIB = 1 << 20
 HEADROOM = 256 * MIB
@@ -151,15 +151,17 @@ def stored_readings(settings: Settings, since: datetime) -> int:
 
 def run(big: int, topics: int, workdir: Path) -> dict[str, Any]:
     """The whole benchmark on the (already isolated) stack; its JSON result."""
-    from connectors.mqtt_source import forget_sessions, load_source_settings
+    from connectors.mqtt_source import forget_sessions, source_settings
 
     f2("stack", "up")
-    settings = load_settings()
+    config = load_config()
+    settings = config.connections
     root = Path(settings.stack_dir)
-    budget = int(os.environ.get("F2_INGEST_MAX_BUFFER_BYTES", 64 * MIB))
+    budget = config.ingest.max_buffer_bytes
+    sessions = source_settings(settings, config.ingest)
     f2("stack", "stop", "kafka")
     f2("stack", "start", "kafka")
-    forget_sessions(load_source_settings(settings))
+    forget_sessions(sessions)
     ingest = FlowGroup("ingest", 1, root, workdir)
     decode = FlowGroup("decode", 1, root, workdir)
     base = datetime(2002, 6, 1, tzinfo=UTC) + timedelta(hours=int(time.time()) % 5000)
@@ -179,17 +181,17 @@ def run(big: int, topics: int, workdir: Path) -> dict[str, Any]:
             with PeakRss(ingest.pids) as ingest_peak:
                 published_s = publish(settings, bigs + smalls)
                 paused = wait_until(
-                    lambda: metric_sum(scrape(ingest.ports), "f2_ingest_read_paused") >= 1, 30, 0.5
+                    lambda: scrape(ingest.ports).total("f2_ingest_read_paused") >= 1, 30, 0.5
                 )
                 time.sleep(5)  # ingest holds what it may and reads no more
-                held = metric_sum(scrape(ingest.ports), "f2_ingest_buffer_bytes")
+                held = scrape(ingest.ports).total("f2_ingest_buffer_bytes")
         finally:
             os.kill(kafka_pid, signal.SIGCONT)
         expected = 3 * big
         with PeakRss(decode.pids) as decode_peak:
             drained = wait_until(lambda: stored_readings(settings, base) >= expected, 300, 1)
             decode_idle_after = wait_until(
-                lambda: metric_sum(scrape(decode.ports), "f2_kafka_consumer_lag") == 0, 120, 1
+                lambda: scrape(decode.ports).total("f2_kafka_consumer_lag") == 0, 120, 1
             )
         stored = stored_readings(settings, base)
         raw = topic_census(settings, settings.raw_topic).records
@@ -197,7 +199,7 @@ def run(big: int, topics: int, workdir: Path) -> dict[str, Any]:
     finally:
         ingest.stop()
         decode.stop()
-        forget_sessions(load_source_settings(settings))
+        forget_sessions(sessions)
     ingest_limit = budget + HEADROOM
     decode_limit = idle["decode"] + HEADROOM
     result.update(
@@ -243,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-stack", action="store_true")
     args = parser.parse_args(argv)
     interruptible_children()
-    standalone = args.stack_dir is None and "F2_STACK_DIR" not in os.environ
+    standalone = args.stack_dir is None and not stack_named()
     if standalone:
         use_isolated_stack(BENCH_STACK["F2_STACK_DIR"], args.port_offset)
     elif args.stack_dir:

@@ -58,7 +58,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.common import proc_stat
 from ops.stack.local import Stack
-from schemas.settings import Settings, load_settings
+from schemas.settings import Settings, child_environment, load_settings
 from simulator.fastmqtt import FastPublisher
 from simulator.fleet import generate_fleet
 from simulator.load import FAST_SERVICE_EVERY
@@ -373,11 +373,9 @@ def main() -> None:
     args = parser.parse_args()
     args.seconds = min(args.seconds, MAX_SECONDS)
     workdir = Path(tempfile.mkdtemp(prefix="f2-bench-simulator-"))
-    env = {
-        **os.environ,
-        "F2_STACK_DIR": str(workdir / "stack"),
-        "F2_STACK_PORT_OFFSET": args.port_offset,
-    }
+    env = child_environment(
+        {"F2_STACK_DIR": str(workdir / "stack"), "F2_STACK_PORT_OFFSET": args.port_offset}
+    )
     f2(env, "stack", "start", "mosquitto")
     try:
         settings = load_settings(env)

@@ -18,10 +18,10 @@ from prometheus_client import Counter
 from connectors.registry_store import RegistryChange, RegistryStore
 from connectors.store_rows import Rejected, RowBatch, event_row, mark, reading_row
 from schemas.decode import decode_message
-from schemas.limits import DEFAULT_LIMITS, InputLimits
-from schemas.privacy import PrivacySettings, hash_card_id, load_privacy_settings
+from schemas.privacy import hash_card_id
 from schemas.reasons import ALL_REASONS, STORE_REJECTED
 from schemas.records import ControllerEntry, DecodeError, Event, RawMessage, Reading
+from schemas.settings import InputLimits, PrivacySettings
 from schemas.topics import mac_from_topic
 from schemas.wire import KafkaRecord, dead_letter, decoded_json
 
@@ -60,9 +60,9 @@ class DecodeStep:
         store_for: Callable[[], RegistryStore],
         decoded_topic: str,
         dlq_topic: str,
+        privacy: PrivacySettings,
+        limits: InputLimits,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        privacy: PrivacySettings | None = None,
-        limits: InputLimits = DEFAULT_LIMITS,
     ) -> None:
         self._store_for = store_for
         self._decoded_topic = decoded_topic
@@ -72,7 +72,7 @@ class DecodeStep:
         # Reader values (card ids) are credentials: with a key configured they are replaced by
         # their keyed hash before they reach storage or decoded_iot_data (the raw archive and the
         # DLQ keep the original payload; give those topics a short retention or restrict them).
-        self._reader_key = (privacy or load_privacy_settings()).reader_hash_key
+        self._reader_key = privacy.key
 
     def __call__(self, items: list[RawMessage | RegistryChange]) -> Iterable[DecodeOutput]:
         store = self._store_for()

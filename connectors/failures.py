@@ -1,7 +1,7 @@
 """How a dependency failed, and what the pipeline does about it: one table, one retry helper.
 
-Every failure of PostgreSQL or Kafka falls in one of three classes (SPEC §8), each with its own
-answer:
+Every failure of PostgreSQL or Kafka falls in one of three classes (docs/ARCHITECTURE.md §3),
+each with its own answer:
 
 - ``row``: the content of one row or record caused it (a NUL byte in text, an index row too large,
   a record over the broker's size limit). The row is isolated and dead-lettered

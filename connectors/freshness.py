@@ -22,36 +22,18 @@ Silent = not seen for ``F2_SILENT_AFTER_S`` seconds. Values are computed when /m
 from __future__ import annotations
 
 import heapq
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-import msgspec
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
 from connectors.decode_step import DecodeOutput
 from schemas.records import ControllerEntry
+from schemas.settings import FreshnessSettings
 
 AGE_BUCKETS = (60.0, 300.0, 900.0, 3600.0, 6 * 3600.0, 24 * 3600.0, 7 * 24 * 3600.0)
-
-
-class FreshnessSettings(msgspec.Struct, frozen=True):
-    """``F2_SILENT_AFTER_S`` (silence threshold) and ``F2_FRESHNESS_TOP_N`` (labelled devices)."""
-
-    silent_after_s: float = 300.0
-    top_n: int = 20
-
-
-def load_freshness_settings(environ: Mapping[str, str] | None = None) -> FreshnessSettings:
-    """:class:`FreshnessSettings` from the environment, defaults for what is unset."""
-    env = os.environ if environ is None else environ
-    base = FreshnessSettings()
-    return FreshnessSettings(
-        silent_after_s=float(env.get("F2_SILENT_AFTER_S", base.silent_after_s)),
-        top_n=int(env.get("F2_FRESHNESS_TOP_N", base.top_n)),
-    )
 
 
 class FreshnessTracker(Collector):
@@ -187,11 +169,12 @@ _tracker: FreshnessTracker | None = None
 _tracker_lock = threading.Lock()
 
 
-def process_tracker(settings: FreshnessSettings | None = None) -> FreshnessTracker:
-    """This process's tracker, registered with the default Prometheus registry on first use."""
+def process_tracker(settings: FreshnessSettings) -> FreshnessTracker:
+    """This process's tracker, registered with the default Prometheus registry on first use
+    (a later call's ``settings`` are ignored: one tracker per process)."""
     global _tracker
     with _tracker_lock:
         if _tracker is None:
-            _tracker = FreshnessTracker(settings or load_freshness_settings())
+            _tracker = FreshnessTracker(settings)
             REGISTRY.register(_tracker)
         return _tracker

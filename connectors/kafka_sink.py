@@ -29,23 +29,18 @@ Two sinks, one delivery engine:
   outputs, so the MQTT acks of an epoch wait for this sink. Memory: one batch.
 - :class:`CheckedKafkaPartitionedSink` (``FixedPartitionedSink``, keyed input): ``write_batch``
   produces, ``snapshot()`` (taken per epoch after the partition wrote that epoch's items) returns
-  only once everything written is confirmed. For flows WITH recovery (decode): the recovery
-  commit waits for the snapshots of stateful steps only, never for a ``DynamicSink``, so with the
-  dynamic sink a commit could land while its epoch's records still wait in the sink's input, and
-  a crash at that moment would lose them (the source resumes after the committed epoch). Memory:
-  about one epoch of records in the producer's queue (bounded by its size; a full queue waits).
+  only once everything written is confirmed, so a recovery commit implies its epoch is in Kafka.
+  For flows WITH recovery (decode; why not the dynamic sink: docs/ARCHITECTURE.md, D1). Memory:
+  about one epoch of records in the producer's queue (bounded; a full queue waits).
 
-Configuration: any librdkafka setting passes through, from the ``config`` dict and from
-``F2_KAFKA_<SETTING>`` environment variables (``F2_KAFKA_SECURITY_PROTOCOL=SASL_SSL`` →
-``security.protocol``); ``F2_KAFKA_BOOTSTRAP`` is ``bootstrap.servers`` (see
-``schemas.settings``). The producer's queue is bounded (``queue.buffering.max.kbytes``, 64 MiB by
-default): a full queue waits.
+Configuration: the ``config`` dict (any librdkafka setting: the flows pass the client settings of
+``F2_KAFKA_<SETTING>`` and ``bootstrap.servers``) over :data:`DEFAULTS`. The producer's queue is
+bounded (``queue.buffering.max.kbytes``, 64 MiB by default): a full queue waits.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter as Tally
 from collections.abc import Callable, Mapping
 from operator import attrgetter
@@ -119,11 +114,6 @@ DEFAULTS: dict[str, object] = {
     # Bounded memory: a full queue waits (BufferError, polled) instead of growing to 1 GiB.
     "queue.buffering.max.kbytes": 65536,
 }
-ENV_PREFIX = "F2_KAFKA_"
-# F2_KAFKA_* variables that configure the local stack's topics, not the client.
-_NOT_CLIENT_SETTINGS = frozenset(
-    {"PARTITIONS", "BOOTSTRAP_FILE", "RETENTION_MS", "RETENTION_BYTES"}
-)
 BLOCKED_RETRY_S = 15.0
 RETRY_POLICY = RetryPolicy(first_s=0.2, max_s=10.0, blocked_s=BLOCKED_RETRY_S)
 _TOPIC_OF = attrgetter("topic")
@@ -162,30 +152,9 @@ def dead_letter(record: KafkaRecord, error: KafkaError, dlq: DeadLetters) -> Kaf
     return truncated(record)
 
 
-def env_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """librdkafka settings from ``F2_KAFKA_*`` variables (``F2_KAFKA_BOOTSTRAP`` excluded).
-
-    ``F2_KAFKA_SASL_PASSWORD_FILE`` reads the value from a file, like every ``*_FILE`` variable.
-    """
-    env = os.environ if environ is None else environ
-    config: dict[str, str] = {}
-    for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or name == "F2_KAFKA_BOOTSTRAP":
-            continue
-        setting = name[len(ENV_PREFIX) :]
-        if setting in _NOT_CLIENT_SETTINGS:
-            continue
-        if setting.endswith("_FILE"):
-            with open(value) as handle:
-                value = handle.read().strip()
-            setting = setting[: -len("_FILE")]
-        config[setting.lower().replace("_", ".")] = value
-    return config
-
-
 def producer_config(config: Mapping[str, object]) -> dict[str, object]:
-    """Defaults, then ``F2_KAFKA_*`` from the environment, then ``config`` (wins)."""
-    return {**DEFAULTS, **env_config(), **config}
+    """The producer defaults, then ``config`` (the client settings and bootstrap servers: wins)."""
+    return {**DEFAULTS, **config}
 
 
 def _is_fatal(exc: BaseException) -> bool:
@@ -494,17 +463,15 @@ class CheckedKafkaPartitionedSink(FixedPartitionedSink[KafkaRecord | list[KafkaR
     Input: a keyed stream ``(key, KafkaRecord)`` or ``(key, [KafkaRecord, ...])`` (a chunk: one
     Bytewax item for many records, much cheaper per record); key by the records' key (the MAC) so
     one device's records stay in order on one partition, and partitions spread over workers.
-    ``parts`` is the number of partitions (default ``F2_DECODE_RECOVERY_PARTS``, else 4): at least
+    ``parts`` is the number of partitions (the flow passes ``F2_DECODE_KAFKA_PARTS``): at least
     the most workers the flow may run with. All partitions on one worker share one producer.
     ``write_batch`` only produces; the wait for Kafka happens once per epoch in ``snapshot``
     (memory: about one epoch of records in the producer's queue; a full queue waits).
     """
 
-    def __init__(
-        self, config: dict, parts: int | None = None, dead_letters: DeadLetters | None = None
-    ) -> None:
+    def __init__(self, config: dict, parts: int, dead_letters: DeadLetters | None = None) -> None:
         self._config = producer_config(config)
-        self._parts = parts or int(os.environ.get("F2_DECODE_RECOVERY_PARTS", "4"))
+        self._parts = parts
         self._dead_letters = dead_letters
         self._deliveries: PerThread[_Delivery] = PerThread()
 

@@ -10,15 +10,11 @@ restart re-reads from the beginning. Consumer errors are counted and logged, nev
 offset only advances past delivered messages, and librdkafka reconnects by itself. An offset that
 no longer exists (a recreated topic) restarts at the earliest available offset.
 
-Skipped offsets are read again before they are passed over (:class:`OffsetOrder`). A fetch may
-return a record past the next expected offset. On Apache Kafka that happens only on compacted or
-transactional topics (the raw topic is neither). A broker can also make a later batch readable
-before an earlier one: Tansu 0.6 does, with two producers on one partition. It assigns a batch's
-offsets, then stores it, and a fetch returns whatever is stored past the requested offset. A
-consumer that moved on would never see the earlier batch. So on a gap the partition is read again
-from the missing offset, until the records appear (``outcome="filled"``) or
-``F2_DECODE_GAP_WAIT_MS`` has passed (``"skipped"``: the gap is real); the records past the gap
-wait meanwhile.
+Skipped offsets are read again before they are passed over (:class:`OffsetOrder`): on a gap the
+partition is read again from the missing offset until the records appear (``outcome="filled"``)
+or ``F2_DECODE_GAP_WAIT_MS`` has passed (``"skipped"``); the records past the gap wait meanwhile.
+Apache Kafka has gaps only on compacted or transactional topics; the local broker can make a later
+batch readable before an earlier one (docs/ARCHITECTURE.md, D11).
 
 A record becomes a :class:`RawMessage` through :func:`schemas.wire.raw_message` (the headers ingest
 wrote; ``received_at`` falls back to the Kafka record timestamp).
@@ -27,9 +23,8 @@ wrote; ``received_at`` falls back to the Kafka record timestamp).
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -55,20 +50,11 @@ OFFSET_GAPS = Counter(
 )
 _IDLE = timedelta(milliseconds=10)
 GAP_RETRY = timedelta(milliseconds=50)
-GAP_WAIT_S = int(os.environ.get("F2_DECODE_GAP_WAIT_MS", "2000")) / 1000
-"""How long a partition keeps reading a skipped offset again before it passes over it. Tansu
-fills the gap within milliseconds (it had assigned the offsets, and stores the batch next); under
-CPU overload its task may wait longer. A real gap (compaction, transaction markers) costs this
-much latency once per gap; the raw topic has none."""
+GAP_WAIT_S = 2.0
+"""How long a partition reads a skipped offset again (``F2_DECODE_GAP_WAIT_MS``)."""
 FETCH_WAIT_MAX_MS = 100
-"""librdkafka's default is 500 ms. A broker may hold a fetch that long when the partition had no
-new data at the time of the request (the local stack's Tansu does: decode latency p50 was 300 ms
-at 2,000 msg/s with 500 ms); Apache Kafka answers as soon as data arrives. Shorter is not free on
-Tansu: while it holds a fetch it polls its storage, listing every stored batch of the partition
-each round, so 25 ms cost it twice the CPU of 100 ms at 5,000 msg/s (0.39-0.45 against 0.22 of a
-core, ``bench.e2e`` steps side by side) for 25-30 ms lower p50 at 2,000 msg/s (123-134 against
-154-160 ms). An idle consumer asks up to 10 times a second. ``F2_KAFKA_FETCH_WAIT_MAX_MS``
-overrides it."""
+"""librdkafka's ``fetch.wait.max.ms`` for the raw topic (default 500; why 100: docs/ARCHITECTURE.md,
+D10). ``F2_KAFKA_FETCH_WAIT_MAX_MS`` overrides it."""
 
 
 TOPIC_CACHE_BYTES = 16 << 20
@@ -214,6 +200,7 @@ class RawKafkaSource(FixedPartitionedSource[RawMessage, int]):
         batch_size: int = 1000,
         group_id: str = "f2-decode",
         gap_wait_s: float = GAP_WAIT_S,
+        client: Mapping[str, str] | None = None,
     ) -> None:
         self._bootstrap, self._topic, self._batch, self._group = (
             bootstrap,
@@ -222,9 +209,10 @@ class RawKafkaSource(FixedPartitionedSource[RawMessage, int]):
             group_id,
         )
         self._gap_wait_s = gap_wait_s
+        self._client = client or {}
 
     def list_parts(self) -> list[str]:
-        admin = AdminClient(client_config(self._bootstrap))
+        admin = AdminClient(client_config(self._bootstrap, self._client))
         meta = admin.list_topics(self._topic, timeout=30).topics[self._topic]
         if meta.error is not None:
             raise RuntimeError(f"kafka topic {self._topic}: {meta.error}")
@@ -234,6 +222,7 @@ class RawKafkaSource(FixedPartitionedSource[RawMessage, int]):
         topic, _, partition = for_part.rpartition("#")
         config = {"fetch.wait.max.ms": FETCH_WAIT_MAX_MS} | client_config(
             self._bootstrap,
+            self._client,
             **{
                 "group.id": self._group,
                 "enable.auto.commit": False,

@@ -10,7 +10,6 @@ example ``stage``, ``mac``, ``reason``), which become top-level keys::
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from datetime import UTC, datetime
 
@@ -40,10 +39,10 @@ class JsonLineFormatter(logging.Formatter):
         return _encoder.encode(line).decode()
 
 
-def configure_logging(level: str | None = None) -> None:
-    """Send the root logger's records to stderr as JSON lines (level from ``F2_LOG_LEVEL``)."""
+def configure_logging(level: str = "INFO") -> None:
+    """Send the root logger's records to stderr as JSON lines, at ``level`` (``F2_LOG_LEVEL``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLineFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel((level or os.environ.get("F2_LOG_LEVEL", "INFO")).upper())
+    root.setLevel(level.upper())

@@ -2,75 +2,32 @@
 
 Delivery guarantee: at-least-once. Each source partition ``s<i>`` is one MQTT v5 session with a
 stable client id (``<prefix>-s<i>``), ``clean_start=False`` and a session expiry, subscribed with
-QoS 1 to ``$share/<group>/<filter>`` for every filter (default ``stat/#`` and ``tele/#``) and
-``manual_ack``: the broker keeps every message it sent us and did not get a PUBACK for, and
-re-sends it when the session reconnects. A message is acknowledged only on the first
-``next_batch()`` after the ``snapshot()`` that closed the epoch it was emitted in; Bytewax 0.21
-calls ``next_batch()`` again only once every output finished that epoch (without recovery: the
-outputs' probe), and the checked Kafka sink finishes an epoch only when Kafka stored every record
-of it. So nothing is acknowledged before Kafka stored it; a crash at any point re-delivers what
-was not yet acknowledged (duplicates, never gaps). Acks of messages received on an earlier
-connection are not sent (the broker re-sends those messages on the new connection).
+QoS 1 to ``$share/<group>/<filter>`` and ``manual_ack``. A message is acknowledged only on the
+first ``next_batch()`` after the ``snapshot()`` that closed the epoch it was emitted in, which
+Bytewax 0.21 calls only once every output finished that epoch; the checked Kafka sink finishes an
+epoch only when Kafka stored all of it. So nothing is acknowledged before Kafka stored it; a crash
+re-delivers what was not acknowledged (duplicates, never gaps).
 
-Back-pressure and memory, bounded in bytes: the payloads a process holds (received, not yet
-acknowledged or, for QoS 0, not yet past their epoch) are counted, and while they exceed
-``F2_INGEST_MAX_BUFFER_BYTES`` (default 64 MiB) every session of the process stops reading its
-socket (``f2_ingest_read_paused``): the broker keeps QoS 1 messages queued in the persistent
-session and drops QoS 0 ones past its own queue limits (counted by the broker,
-``$SYS/broker/publish/messages/dropped``, alert ``F2MosquittoDroppingMessages``). Reading resumes
-once the epochs that hold them complete (a session checks after each 1/64 of the budget it
-receives, and reads one more message before it stops: the process may pass the limit by at most
-sessions × (budget / 64 + the largest message)). The broker also
-sends at most ``receive_maximum`` unacknowledged messages per session. Size ``receive_maximum``
-≥ rate per session × (epoch + sink time), and the broker's queue limits for rate × the longest
-outage to survive. A pause longer
-than about two keepalives (the broker's PINGRESP is not read) ends the connection; paho
-reconnects, and the broker re-sends what was not acknowledged.
+Memory is bounded in bytes: while the payloads a process holds exceed ``F2_INGEST_MAX_BUFFER_BYTES``
+every session stops reading its socket (``f2_ingest_read_paused``); QoS 1 messages wait at the
+broker. The broker sends at most ``receive_maximum`` unacknowledged messages per session.
 
-The paho network thread only appends to a deque; ``next_batch`` never blocks. paho reconnects
-with exponential backoff (1 s … 30 s) by itself, also when the broker is down at start.
-Emits :class:`schemas.records.RawMessage` (``topic``, ``payload`` unchanged, ``received_at_ms``,
-``qos``, ``retain``; the ``source_*`` fields keep their defaults).
+Lost sessions are alarms: a durable marker per session it created (``F2_INGEST_STATE_DIR``) until
+:func:`forget_sessions` deletes it; a marked session answered as new is counted
+(``f2_ingest_sessions_lost_total``), timed and logged.
 
-Cost per message (it decides the throughput of one process; the GIL is shared by the worker and
-every session's network thread): stock paho builds an ``MQTTMessage`` and a ``Properties`` object
-per PUBLISH, and ``client.ack`` costs a socket write and a GIL hand-off per message. So
-:class:`LeanClient` decodes property-less QoS 1 PUBLISH packets directly, and the acks of an epoch
-go out as one write per session (:func:`send_pubacks`). Measured with ``bench/ingest.py`` on 2
-shared cores (30,000 queued messages): 21–31 µs of CPU per message for the whole flow process
-(Kafka production included) instead of 84–100 µs with stock paho and per-message acks.
-
-Sessions: 4 by default (``F2_INGEST_PARTITIONS``). In one process, 1, 2 and 4 sessions measured
-the same within noise (24–27 µs/message, 9–15k msg/s each on a busy machine; with stock paho
-too), so fewer sessions buy nothing here. Each session costs a thread, a TCP connection and up to
-``receive_maximum`` buffered messages; the count is also the most processes that can share the
-load (partitions are spread over processes), so keep it ≥ the process count you may scale to.
-One session needs ``receive_maximum`` ≥ its whole rate × (epoch + sink time).
-
-Changing the partition count strands the sessions no longer built: their queued messages (and,
-for a shared subscription, their share of new ones) wait until the session expires. Drain with
-the old count first, then remove them with :func:`forget_sessions`.
-
-Lost sessions are alarms: ingest keeps a durable marker per session it created
-(``F2_INGEST_STATE_DIR``, default ``<stack dir>/ingest-sessions``; one small file per client id)
-until :func:`forget_sessions` deletes it on purpose. When the broker answers a connection of a
-marked session with a new, empty one (``session_present`` false: another client took the id with
-clean start, the session expired, a broker lost its state), the messages queued in it are gone:
-ingest counts it (``f2_ingest_sessions_lost_total``), records when
-(``f2_ingest_session_lost_time_seconds``; the health report shows ingest ``degraded`` for 10
-minutes) and logs an error. Without a durable directory (a pod without a volume) only the losses
-within one process's life are seen.
+Emits :class:`schemas.records.RawMessage`. :class:`LeanClient` and :func:`send_pubacks` are the
+hot path (why, measured: docs/ARCHITECTURE.md, D3, D4, D8).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -85,7 +42,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge
 
 from schemas.records import RawMessage
-from schemas.settings import Settings
+from schemas.settings import IngestSettings, Settings
 
 log = logging.getLogger("f2.ingest")
 
@@ -165,35 +122,25 @@ class MqttSourceSettings(msgspec.Struct, frozen=True):
     state_dir: str = ""
 
 
-def load_source_settings(
-    settings: Settings, environ: Mapping[str, str] | None = None
-) -> MqttSourceSettings:
-    """Source settings: connection from ``settings``, knobs from ``F2_INGEST_*``/``F2_MQTT_TLS``."""
-    env = os.environ if environ is None else environ
-    default = MqttSourceSettings(
-        settings.mqtt_host, settings.mqtt_port, settings.mqtt_username, settings.mqtt_password
-    )
-    filters = env.get("F2_INGEST_TOPICS", ",".join(default.topic_filters))
+def source_settings(settings: Settings, ingest: IngestSettings) -> MqttSourceSettings:
+    """The source's settings: the broker connection from ``settings``, the rest from ``ingest``."""
     return MqttSourceSettings(
         host=settings.mqtt_host,
         port=settings.mqtt_port,
         username=settings.mqtt_username,
         password=settings.mqtt_password,
-        partitions=int(env.get("F2_INGEST_PARTITIONS", default.partitions)),
-        share_group=env.get("F2_INGEST_SHARE_GROUP", default.share_group),
-        client_prefix=env.get("F2_INGEST_CLIENT_PREFIX", default.client_prefix),
-        topic_filters=tuple(f.strip() for f in filters.split(",") if f.strip()),
-        session_expiry_s=int(env.get("F2_INGEST_SESSION_EXPIRY_S", default.session_expiry_s)),
-        receive_maximum=int(env.get("F2_INGEST_RECEIVE_MAXIMUM", default.receive_maximum)),
-        batch_size=int(env.get("F2_INGEST_BATCH_SIZE", default.batch_size)),
-        keepalive_s=int(env.get("F2_INGEST_KEEPALIVE_S", default.keepalive_s)),
-        max_buffer_bytes=int(env.get("F2_INGEST_MAX_BUFFER_BYTES", default.max_buffer_bytes)),
-        state_dir=env.get(
-            "F2_INGEST_STATE_DIR",
-            str(Path(settings.stack_dir) / "ingest-sessions") if settings.stack_dir else "",
-        ),
-        tls=env.get("F2_MQTT_TLS", "0").lower() in ("1", "true", "yes"),
-        ca_file=env.get("F2_MQTT_CA_FILE", ""),
+        partitions=ingest.partitions,
+        share_group=ingest.share_group,
+        client_prefix=ingest.client_prefix,
+        topic_filters=ingest.topic_filters,
+        session_expiry_s=ingest.session_expiry_s,
+        receive_maximum=ingest.receive_maximum,
+        batch_size=ingest.batch_size,
+        keepalive_s=ingest.keepalive_s,
+        max_buffer_bytes=ingest.max_buffer_bytes,
+        state_dir=ingest.state_dir,
+        tls=settings.mqtt_tls,
+        ca_file=settings.mqtt_ca_file,
     )
 
 

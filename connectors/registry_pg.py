@@ -1,4 +1,4 @@
-"""Registry reads from PostgreSQL (the "params" database, SPEC §5): one controller's entry.
+"""Registry reads from PostgreSQL (the "params" database, docs/PROTOCOL.md §4): one controller.
 
 :func:`load_controller` turns the fleet-management tables (quoted PascalCase) into the
 :class:`~schemas.records.ControllerEntry` the decoder needs, in two queries: the controller by

@@ -29,9 +29,8 @@ Entries are read with ``connectors.registry_pg.load_controller`` and the registr
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
@@ -45,6 +44,7 @@ from connectors.per_thread import PerThread
 from connectors.registry_pg import load_controller
 from schemas.caches import ByteBoundedCache
 from schemas.records import ControllerEntry
+from schemas.settings import RegistrySettings
 
 log = logging.getLogger("f2.registry")
 
@@ -65,33 +65,6 @@ _HIT, _MISS = LOOKUPS.labels("hit"), LOOKUPS.labels("miss")
 
 ALL = "*"
 REDIS_PREFIX = "f2:registry:v1:"
-
-
-class RegistrySettings(msgspec.Struct, frozen=True):
-    """Registry cache knobs (``F2_REGISTRY_*``)."""
-
-    ttl_s: float = 300.0
-    redis_ttl_s: int = 3600
-    redis_timeout_s: float = 0.5
-    redis_backoff_s: float = 5.0
-    retry_max_s: float = 10.0
-    blocked_retry_s: float = 15.0
-    cache_bytes: int = 256 << 20
-
-
-def load_registry_settings(environ: Mapping[str, str] | None = None) -> RegistrySettings:
-    """:class:`RegistrySettings` from ``F2_REGISTRY_*`` variables."""
-    env = os.environ if environ is None else environ
-    base = RegistrySettings()
-    return RegistrySettings(
-        ttl_s=float(env.get("F2_REGISTRY_TTL_S", base.ttl_s)),
-        redis_ttl_s=int(env.get("F2_REGISTRY_REDIS_TTL_S", base.redis_ttl_s)),
-        redis_timeout_s=float(env.get("F2_REGISTRY_REDIS_TIMEOUT_S", base.redis_timeout_s)),
-        redis_backoff_s=float(env.get("F2_REGISTRY_REDIS_BACKOFF_S", base.redis_backoff_s)),
-        retry_max_s=float(env.get("F2_REGISTRY_RETRY_MAX_S", base.retry_max_s)),
-        blocked_retry_s=float(env.get("F2_REGISTRY_BLOCKED_RETRY_S", base.blocked_retry_s)),
-        cache_bytes=int(env.get("F2_REGISTRY_CACHE_BYTES", base.cache_bytes)),
-    )
 
 
 def registry_failure(exc: BaseException) -> Failure | None:

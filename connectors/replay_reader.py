@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
@@ -56,12 +56,14 @@ class TopicReader:
         stop_after_ms: int,
         idle_s: float = 10.0,
         batch: int = 2000,
+        client: Mapping[str, str] | None = None,
     ) -> None:
         self.topic = topic
         self._stop_after = stop_after_ms
         self._idle_s = idle_s
         self._batch = batch
         self._bootstrap = bootstrap
+        self._client = client or {}
         self.records = 0
         self.oldest_ms: int | None = None
         self.unfinished: list[int] = []
@@ -73,6 +75,7 @@ class TopicReader:
         consumer = Consumer(
             client_config(
                 self._bootstrap,
+                self._client,
                 **{
                     "group.id": f"f2-replay-{uuid.uuid4().hex[:8]}",
                     "enable.auto.commit": False,
@@ -144,9 +147,9 @@ class TopicReader:
         return left
 
 
-def retention_ms(bootstrap: str, topic: str) -> int | None:
+def retention_ms(bootstrap: str, topic: str, client: Mapping[str, str] | None = None) -> int | None:
     """The topic's ``retention.ms`` as the broker reports it (None: unknown or unlimited)."""
-    admin = AdminClient(client_config(bootstrap))
+    admin = AdminClient(client_config(bootstrap, client))
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     try:
         futures = admin.describe_configs([resource], request_timeout=5)

@@ -1,65 +1,30 @@
 """Storage writer for the timeseries database: batched, COPY-based, idempotent, never stalled.
 
-Delivery guarantee: exactly-once rows. Batches are built by :class:`StoreBatcher`, a Bytewax
-``StatefulLogic`` whose recovery snapshot holds both its buffer and the batch being written (on
-the writer's thread, one in flight per shard), so every row is either committed in the database
-or in the snapshot the flow resumes from. A resumed flow replays the rows of its last
-uncommitted epoch: the write is ``COPY (binary)`` into a session temp table, then
-``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` on the unique keys (readings: sensor, data point,
-time; events: controller, connector, component, field, time), so a replayed row leaves no
-duplicate.
+Delivery guarantee: exactly-once rows. :class:`StoreBatcher` (a Bytewax ``StatefulLogic``) holds
+its buffer and the batch being written in its recovery snapshot, so every row is either committed
+or in the snapshot the flow resumes from; the write (binary ``COPY`` into a temp table, then
+``INSERT … ON CONFLICT DO NOTHING`` on the natural keys) leaves no duplicate when an epoch is
+replayed. A buffer is flushed at ``F2_STORE_BATCH_ROWS`` rows or ``F2_STORE_BATCH_MS`` after its
+first row, whichever comes first.
 
-Failures, by class (``connectors.failures``; the SQLSTATE table is there and in the README):
+Failures, by class (:mod:`connectors.failures`): *row* — the batch is bisected, the refused rows
+are returned as :class:`~connectors.store_rows.Rejected` (dead-lettered ``store_rejected`` with the
+SQLSTATE), the rest stored; *transient* — retried with capped backoff, forever; *blocked* (also a
+batch of ≥ :data:`UNIFORM_MIN_ROWS` rows all refused with one SQLSTATE, or a smaller one whose
+table canary is refused too) — the flow holds, nothing acknowledged or lost, ``f2_store_blocked``
+and ``f2_blocked_reason`` say why. A key stored with a different value keeps the stored row and is
+counted (``f2_store_conflicts_total``).
 
-- *row* (classes 22, 23, 54 and the others a row's content causes, e.g. a NUL byte in text, an
-  index row over the btree limit): the batch is bisected until the refused rows are isolated,
-  every other row is stored, and the refused ones are returned as
-  :class:`~connectors.store_rows.Rejected` for the flow to dead-letter (``stage=store``,
-  ``store_rejected``, the SQLSTATE in ``detail``).
-- *transient* (connection lost, shutdown, deadlock, serialization failure, out of memory…): the
-  write is retried with capped exponential backoff (``F2_STORE_RETRY_MAX_S``), forever; nothing is
-  dropped and the flow waits (bounded memory: the source is not polled while the worker writes).
-- *blocked* (permission denied, a missing table or function, a read-only database, a full disk),
-  and any batch of at least :data:`UNIFORM_MIN_ROWS` rows of one table whose every row is refused
-  with the same SQLSTATE (a setup fault such as a new constraint, not bad data). A smaller batch
-  refused that way is checked against the table's canary, the last row the writer stored in it
-  (within :data:`CANARY_MAX_AGE_S`), written again (a no-op): refused with the same SQLSTATE too,
-  the table refuses everything (blocked); stored, the rows are bad (dead-lettered). The flow holds
-  (nothing acknowledged, nothing lost), the write is retried every ``F2_STORE_BLOCKED_RETRY_S``
-  and it says so: ``f2_store_blocked`` is 1, ``f2_blocked_reason`` names the SQLSTATE and message,
-  the health report turns decode ``down`` and ``F2StorageBlocked`` fires. A restart while blocked
-  changes nothing: the rows are in the recovery snapshot and are written once the fault is fixed.
-
-Conflicts: a row whose key is already stored with a *different* value (a controller with a stuck
-clock, a replay decoded with a newer registry) keeps the stored row and is counted in
-``f2_store_conflicts_total{table}``, with its key logged at most every
-:data:`CONFLICT_LOG_INTERVAL_S` seconds per table; an identical rewrite (a replayed epoch) is
-silent. The check runs only for batches in which some row was not inserted.
-
-Batching rule: a shard's buffer is flushed when it holds ``F2_STORE_BATCH_ROWS`` rows (default
-5000), or ``F2_STORE_BATCH_MS`` milliseconds (default 100) after the first row entered the empty
-buffer, whichever comes first (not an idle timeout: a steady trickle still flushes every T ms).
-
-Replace mode (``replace_older=True``, used by ``f2 replay``): readings are upserted instead,
-``ON CONFLICT (sensor_id, datapoint_id, time) DO UPDATE SET value, registry_version`` only where the
-stored row has an older registry version AND a different value (a row a newer registry decodes to
-the same value is left alone); duplicate keys within one batch keep the newest version. Events are
-written as in the live flow (``DO NOTHING``): their values do not depend on the registry. The
-live flow's path is unchanged. Rows inserted/replaced/left alone are added up in
-:attr:`TimeseriesWriter.counts` (per table, committed transactions only, so bisection retries do
-not count twice).
-
-Partitions and retention: at connect and then every hour the writer calls
-``f2_ensure_partitions(ahead, 1)`` and ``f2_expire_events(F2_EVENT_RETENTION_DAYS days)``
-(``F2_STORE_PARTITIONS_AHEAD_DAYS``, default 3), which the storage migrations define per backend.
+Replace mode (``replace_older=True``, ``f2 replay``): readings are upserted where the stored row has
+an older registry version and a different value. Partition upkeep and event retention run at
+connect and hourly. Design and measurements: docs/ARCHITECTURE.md, D12–D14.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -95,6 +60,7 @@ from connectors.store_rows import (
 )
 from schemas.reasons import STORE_REJECTED
 from schemas.records import ControllerEntry
+from schemas.settings import StoreSettings
 from schemas.topics import mac_from_topic
 
 log = logging.getLogger("f2.store")
@@ -159,37 +125,9 @@ class WriteCounts(msgspec.Struct):
     rejected: int = 0
 
 
-class StoreSettings(msgspec.Struct, frozen=True):
-    """The writer's knobs (``F2_STORE_*``)."""
-
-    batch_rows: int = 5000
-    batch_ms: int = 100
-    shards: int = 2
-    partitions_ahead_days: int = 3
-    retry_max_s: float = 10.0
-    blocked_retry_s: float = 15.0
-    event_retention_days: int = 365
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(max_s=self.retry_max_s, blocked_s=self.blocked_retry_s)
-
-
-def load_store_settings(environ: Mapping[str, str] | None = None) -> StoreSettings:
-    """:class:`StoreSettings` from ``F2_STORE_*`` variables, defaults for the local stack."""
-    env = os.environ if environ is None else environ
-    base = StoreSettings()
-    return StoreSettings(
-        batch_rows=int(env.get("F2_STORE_BATCH_ROWS", base.batch_rows)),
-        batch_ms=int(env.get("F2_STORE_BATCH_MS", base.batch_ms)),
-        shards=int(env.get("F2_STORE_SHARDS", base.shards)),
-        partitions_ahead_days=int(
-            env.get("F2_STORE_PARTITIONS_AHEAD_DAYS", base.partitions_ahead_days)
-        ),
-        retry_max_s=float(env.get("F2_STORE_RETRY_MAX_S", base.retry_max_s)),
-        blocked_retry_s=float(env.get("F2_STORE_BLOCKED_RETRY_S", base.blocked_retry_s)),
-        event_retention_days=int(env.get("F2_EVENT_RETENTION_DAYS", base.event_retention_days)),
-    )
+def retry_policy(settings: StoreSettings) -> RetryPolicy:
+    """How the writer retries (transient failures, blocked database)."""
+    return RetryPolicy(max_s=settings.retry_max_s, blocked_s=settings.blocked_retry_s)
 
 
 _STAGE_DDL = (
@@ -396,7 +334,7 @@ class TimeseriesWriter:
             partial(self._write_once, batch),
             write_failure,
             "store",
-            self._settings.retry_policy,
+            retry_policy(self._settings),
             self._hold,
             self._sleep,
         )

@@ -14,39 +14,39 @@ Guarantee: at-least-once from the broker's PUBACK to Kafka (see ``connectors.mqt
 sessions are the buffer. Keep the epoch short (``-s 1``): a message is acknowledged after the epoch
 it was emitted in completes.
 
-Run (``f2 run ingest`` does this, in the foreground, and prints ``ready``)::
+:func:`build_flow` is the factory: ``build_flow(config, source=…, sink=…)`` with the MQTT source
+and the Kafka sink injectable (tests use Bytewax's testing source and sink); ``build_flow()`` is the
+entry point: it reads the settings once and sets up logging and the metrics API. Run (``f2 run
+ingest`` does this, in the foreground, and prints ``ready``)::
 
-    python -m bytewax.run dataflows.ingest -s 1
+    python -m bytewax.run "dataflows.ingest:build_flow()" -s 1
 
-Metrics on Bytewax's API server, port 3031 unless ``BYTEWAX_DATAFLOW_API_PORT`` says otherwise
-(``BYTEWAX_DATAFLOW_API_ENABLED`` defaults to on; ``dataflow.json`` goes to the stack directory).
-Configuration: ``schemas.settings`` (``F2_MQTT_*``, ``F2_KAFKA_BOOTSTRAP``, ``F2_TOPIC_*``),
-``F2_INGEST_*`` (``connectors.mqtt_source``) and ``F2_KAFKA_*`` (``connectors.kafka_sink``).
+(``python -m bytewax.run dataflows.ingest`` works too.) Metrics: Bytewax's API server on
+``F2_INGEST_METRICS_PORT`` (3031), ``/metrics``.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
 from prometheus_client import Counter
 
+from connectors.kafka_config import client_config
 from connectors.kafka_sink import CheckedKafkaSink, DeadLetters
-from connectors.logs import configure_logging
-from connectors.mqtt_source import MqttSource, load_source_settings
+from connectors.mqtt_source import MqttSource, source_settings
+from dataflows.entry import flow_entry
 from schemas.caches import ByteBoundedCache
 from schemas.decode import topic_too_long
-from schemas.limits import DEFAULT_LIMITS, InputLimits, load_input_limits
+from schemas.limits import DEFAULT_LIMITS
 from schemas.payloads import too_large
 from schemas.reasons import BAD_PAYLOAD, BAD_TOPIC, UNDELIVERABLE
 from schemas.records import DecodeError, RawMessage
-from schemas.settings import Settings, load_settings
+from schemas.settings import Config, InputLimits
 from schemas.topics import parse_topic
 from schemas.wire import KafkaRecord, dead_letter, raw_record, topic_header
 
-METRICS_PORT = 3031
 STAGE = "ingest"
 
 DEAD_LETTERED = Counter(
@@ -117,33 +117,34 @@ def refused(msg: RawMessage, error: DecodeError, dlq_topic: str) -> KafkaRecord:
     return dead_letter(msg, error.reason, error.detail, STAGE, dlq_topic)
 
 
-def build_flow(settings: Settings | None = None) -> Dataflow:
-    """The ingest dataflow for ``settings`` (default: from the environment)."""
-    s = settings or load_settings()
-    limits = load_input_limits()
+def build_flow(
+    config: Config | None = None,
+    source: Source[RawMessage] | None = None,
+    sink: Sink[KafkaRecord] | None = None,
+) -> Dataflow:
+    """The ingest dataflow. Without ``config``: the entry point (settings from the environment,
+    logging, metrics API); without ``source``/``sink``: the MQTT sessions and the checked Kafka
+    sink of ``config``."""
+    if config is None:
+        config = flow_entry("ingest")
+    s = config.connections
+    if source is None:
+        source = MqttSource(source_settings(s, config.ingest))
+    if sink is None:
+        dead_letters = DeadLetters(s.dlq_topic, STAGE, DEAD_LETTERED.labels(UNDELIVERABLE).inc)
+        sink = CheckedKafkaSink(client_config(s.kafka_bootstrap, config.kafka_client), dead_letters)
     flow = Dataflow("f2_ingest")
-    messages = op.input("mqtt", flow, MqttSource(load_source_settings(s)))
+    messages = op.input("mqtt", flow, source)
     records = op.flat_map_batch(
-        "to_kafka", messages, RecordBuilder(s.raw_topic, s.dlq_topic, limits)
+        "to_kafka", messages, RecordBuilder(s.raw_topic, s.dlq_topic, config.limits)
     )
-    dead_letters = DeadLetters(s.dlq_topic, STAGE, DEAD_LETTERED.labels(UNDELIVERABLE).inc)
-    op.output(
-        "kafka", records, CheckedKafkaSink({"bootstrap.servers": s.kafka_bootstrap}, dead_letters)
-    )
+    op.output("kafka", records, sink)
     return flow
 
 
-def _api_defaults(settings: Settings) -> None:
-    """Serve /metrics on :3031 by default, with Bytewax's dataflow.json in the stack directory."""
-    os.environ.setdefault("BYTEWAX_DATAFLOW_API_ENABLED", "1")
-    os.environ.setdefault("BYTEWAX_DATAFLOW_API_PORT", str(METRICS_PORT))
-    if "BYTEWAX_DATAFLOW_API_CACHE_PATH" not in os.environ and settings.stack_dir:
-        cache = Path(settings.stack_dir) / "run" / "ingest-api"
-        cache.mkdir(parents=True, exist_ok=True)
-        os.environ["BYTEWAX_DATAFLOW_API_CACHE_PATH"] = str(cache)
-
-
-configure_logging()
-_settings = load_settings()
-_api_defaults(_settings)
-flow = build_flow(_settings)
+def __getattr__(name: str) -> Dataflow:
+    """``python -m bytewax.run dataflows.ingest`` reads ``flow``: built on first access, so
+    importing this module has no side effects."""
+    if name == "flow":
+        return build_flow()
+    raise AttributeError(name)

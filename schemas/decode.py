@@ -1,8 +1,9 @@
-"""The one decoding entry point (SPEC §2-4): a raw device message to readings, events and errors.
+"""The one decoding entry point (docs/PROTOCOL.md §1-3): a raw device message to readings, events
+and errors.
 
 Both dataflows, the simulator's self-checks and ``f2 decode`` call :func:`decode_message`. It never
-raises: every problem is a :class:`~schemas.records.DecodeError` value with a SPEC §8 reason, and
-an unexpected exception (a bug) is turned into a ``bad_payload`` error naming it.
+raises: every problem is a :class:`~schemas.records.DecodeError` value with a docs/PROTOCOL.md §6
+reason, and an unexpected exception (a bug) is turned into a ``bad_payload`` error naming it.
 
 Order of checks: topic (``bad_topic``: over the input limit's length, off the grammar, or a
 ``cmnd`` or ``/success`` topic, which is not telemetry), the
@@ -35,7 +36,7 @@ from schemas.frames import (
     parse_hex,
     plan_for,
 )
-from schemas.limits import DEFAULT_LIMITS, InputLimits
+from schemas.limits import DEFAULT_LIMITS
 from schemas.payloads import decode_object, decode_sensor_payload, event_fields
 from schemas.reasons import BAD_PAYLOAD, BAD_REGISTRY, BAD_TOPIC, UNKNOWN_DEVICE
 from schemas.records import (
@@ -47,6 +48,7 @@ from schemas.records import (
     Reading,
     SensorEntry,
 )
+from schemas.settings import InputLimits
 from schemas.timestamps import parse_timestamp, zone_for
 from schemas.topics import TopicInfo, parse_topic
 
@@ -174,7 +176,7 @@ def _decode_sensor(
     end = len(frame)
     if plan.modbus:
         if not modbus_frame_ok(frame):
-            return [modbus_data_section(frame)]  # the first failing check, in SPEC order
+            return [modbus_data_section(frame)]  # the first failing check, in the documented order
         start, end = 3, end - 2
     else:
         start = 0

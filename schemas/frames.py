@@ -1,4 +1,5 @@
-"""RS-485 frames and data points (SPEC §4): hex, Modbus RTU framing, CRC-16/MODBUS, values.
+"""RS-485 frames and data points (docs/PROTOCOL.md §3): hex, Modbus RTU framing, CRC-16/MODBUS,
+values.
 
 A sensor template is compiled once into a :class:`TemplatePlan` (frame format plus one
 :class:`PointPlan` per data point, with its ``struct`` unpacker and byte reordering prepared), and
@@ -85,7 +86,8 @@ def parse_hex(text: str) -> bytes | DecodeError:
 
 
 def modbus_data_section(frame: bytes) -> tuple[int, int] | DecodeError:
-    """``(start, end)`` of the data bytes of a Modbus RTU read reply, checked in SPEC order.
+    """``(start, end)`` of the data bytes of a Modbus RTU read reply, checked in the documented
+    order.
 
     :func:`modbus_frame_ok` is the cheap yes/no form of the same checks.
     """

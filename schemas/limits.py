@@ -1,4 +1,5 @@
-"""Input limits (SPEC §3): what one device message may hold, in one settings struct.
+"""Input limits: what one device message may hold (the settings struct is
+:class:`schemas.settings.InputLimits`).
 
 A message over any limit is ONE dead letter (``bad_payload``, or ``bad_topic`` for the topic),
 never several, and none of its content is stored: a hostile or buggy controller can cost the
@@ -18,49 +19,15 @@ The text limit covers an event's text value and a reader's ``data`` (the bytes l
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
 
-import msgspec
+from schemas.settings import InputLimits
 
 FIELD_NAME_CHARACTERS = "A-Za-z0-9_.-"
-
-
-class InputLimits(msgspec.Struct, frozen=True):
-    """The most one device message may hold (``F2_LIMIT_*``)."""
-
-    payload_bytes: int = 65536
-    topic_bytes: int = 256
-    field_name_chars: int = 64
-    event_fields: int = 32
-    text_chars: int = 1023
-
-    def field_name_ok(self, name: str) -> bool:
-        """True if ``name`` is a storable event field name."""
-        return len(name) <= self.field_name_chars and _FIELD_NAME.fullmatch(name) is not None
-
-
 _FIELD_NAME = re.compile(f"[{FIELD_NAME_CHARACTERS}]+")
 DEFAULT_LIMITS = InputLimits()
 
-_VARIABLES = {
-    "payload_bytes": "F2_LIMIT_PAYLOAD_BYTES",
-    "topic_bytes": "F2_LIMIT_TOPIC_BYTES",
-    "field_name_chars": "F2_LIMIT_FIELD_NAME_CHARS",
-    "event_fields": "F2_LIMIT_EVENT_FIELDS",
-    "text_chars": "F2_LIMIT_TEXT_CHARS",
-}
 
-
-def load_input_limits(environ: Mapping[str, str] | None = None) -> InputLimits:
-    """:class:`InputLimits` from ``F2_LIMIT_*`` variables (each a positive integer)."""
-    env = os.environ if environ is None else environ
-    values = {}
-    for field, variable in _VARIABLES.items():
-        if variable in env:
-            value = int(env[variable])
-            if value <= 0:
-                raise ValueError(f"{variable} must be a positive integer, not {value}")
-            values[field] = value
-    return InputLimits(**values)
+def field_name_ok(name: str, limits: InputLimits) -> bool:
+    """True if ``name`` is a storable event field name under ``limits``."""
+    return len(name) <= limits.field_name_chars and _FIELD_NAME.fullmatch(name) is not None

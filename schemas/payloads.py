@@ -1,4 +1,5 @@
-"""Payload parsing per component (SPEC §3): JSON bodies to timestamps, frames and event fields.
+"""Payload parsing per component (docs/PROTOCOL.md §2): JSON bodies to timestamps, frames and event
+fields.
 
 Bodies are decoded with prebuilt msgspec decoders and bounded in size (the input limits of
 :mod:`schemas.limits`); deep nesting and invalid JSON come back as errors, never exceptions. Event
@@ -24,9 +25,10 @@ from typing import Any
 
 import msgspec
 
-from schemas.limits import DEFAULT_LIMITS, FIELD_NAME_CHARACTERS, InputLimits
+from schemas.limits import DEFAULT_LIMITS, FIELD_NAME_CHARACTERS, field_name_ok
 from schemas.reasons import BAD_JSON, BAD_PAYLOAD
 from schemas.records import DecodeError
+from schemas.settings import InputLimits
 
 MAX_PAYLOAD_BYTES = DEFAULT_LIMITS.payload_bytes
 MAX_TEXT_CHARS = DEFAULT_LIMITS.text_chars
@@ -151,7 +153,7 @@ def event_fields(
             continue
         canonical, reader, is_alias = spec
         if canonical is None:
-            if not limits.field_name_ok(name):
+            if not field_name_ok(name, limits):
                 return _bad_field_name(name, limits)
             canonical = name
         elif is_alias and canonical in body:

@@ -1,4 +1,4 @@
-"""Dead-letter reason codes (SPEC §8), one constant per code.
+"""Dead-letter reason codes (docs/PROTOCOL.md §6), one constant per code.
 
 Every :class:`schemas.records.DecodeError` carries one of these as its ``reason``; the metrics keep
 one counter per code, so the tuple :data:`ALL_REASONS` is the complete list.
@@ -37,7 +37,7 @@ ALL_REASONS: tuple[str, ...] = (
     STORE_REJECTED,
     UNDELIVERABLE,
 )
-"""Every reason code, in SPEC order."""
+"""Every reason code, in the documented order."""
 
 DECODE_REASONS: tuple[str, ...] = tuple(
     r for r in ALL_REASONS if r not in (STORE_REJECTED, UNDELIVERABLE)

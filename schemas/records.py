@@ -28,7 +28,8 @@ class RawMessage(msgspec.Struct, frozen=True):
 
 
 class DataPointDef(msgspec.Struct, frozen=True):
-    """One data point of a device template (SPEC §4), with the display hints carried along."""
+    """One data point of a device template (docs/PROTOCOL.md §3), with the display hints carried
+    along."""
 
     datapoint_id: int
     label: str
@@ -112,7 +113,8 @@ class Event(msgspec.Struct, frozen=True, gc=False):
 
 
 class DecodeError(msgspec.Struct, frozen=True, gc=False):
-    """A message-level error (``label`` None) or a data-point error (``label`` set); SPEC §8."""
+    """A message-level error (``label`` None) or a data-point error (``label`` set);
+    docs/PROTOCOL.md §6."""
 
     reason: str
     detail: str

@@ -1,4 +1,4 @@
-"""Payload timestamps (SPEC §3) to timezone-aware UTC datetimes.
+"""Payload timestamps (docs/PROTOCOL.md §2) to timezone-aware UTC datetimes.
 
 Accepted: the controller's naive ``YYYY-MM-DD HH:MM:SS.ffffff`` (in the controller's IANA zone),
 ISO 8601 with ``T``, ``Z`` or an offset, epoch numbers (≥ 1e11 = milliseconds, else seconds),

@@ -1,4 +1,4 @@
-"""MQTT topic grammar of the F2 controller (SPEC §2).
+"""MQTT topic grammar of the F2 controller (docs/PROTOCOL.md §1).
 
 ``type "/f2-" mac "/" mode "/" connector "/" component [ "/success" ]`` with ``type`` one of
 ``cmnd``/``stat``/``tele``, the MAC as 12 hex digits (upper case accepted, normalised to lower

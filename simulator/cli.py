@@ -18,13 +18,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from schemas.settings import load_settings
+from schemas.settings import Config, SettingsError, load_config
 from simulator.credentials import CredentialsError, read_credentials_file, register_devices
 from simulator.fleet import Fleet, generate_fleet, seed_fleet
 from simulator.load import RunConfig, run_fleet
-from simulator.registry import register_fleet
+from simulator.registry import BATCH_CONTROLLERS, register_fleet
 from simulator.report import build_report, utc_now, write_report
 
 log = logging.getLogger("f2.simulator")
@@ -98,15 +100,16 @@ def device_credentials(args: argparse.Namespace, fleet: Fleet) -> dict[str, str]
     return credentials
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the simulator as the options say; the process exit code."""
+def run(args: argparse.Namespace, pipeline: Config) -> int:
+    """Run the simulator as the options say, against ``pipeline``'s broker and registry; the
+    process exit code."""
     config = config_from(args)
     fleet = build_fleet(args)
-    settings = load_settings()
+    settings = pipeline.connections
     started_at = utc_now()
     print(f"fleet: {len(fleet.controllers)} controllers, seed {fleet.seed}", flush=True)
     if args.register:
-        result = register_fleet(settings.params_dsn, fleet)
+        result = register_fleet(settings.params_dsn, fleet, progress=_registering(fleet))
         added = ", ".join(f"{table} {n}" for table, n in result.inserted.items() if n)
         print(f"registered: {added or 'nothing new'}", flush=True)
         for mismatch in result.mismatches:
@@ -126,11 +129,30 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _registering(fleet: Fleet) -> Callable[[int, int], None] | None:
+    """A progress printer for registering ``fleet`` if it takes more than one batch."""
+    if len(fleet.controllers) <= BATCH_CONTROLLERS:
+        return None
+    began = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        elapsed = time.monotonic() - began
+        print(f"registering: {done}/{total} controllers in {elapsed:.1f} s", flush=True)
+
+    return progress
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m simulator``."""
     parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    try:
+        pipeline = load_config()
+    except SettingsError as exc:
+        print(f"simulator: {exc}", file=sys.stderr)
+        return 2
+    return run(args, pipeline)
 
 
 if __name__ == "__main__":

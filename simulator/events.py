@@ -1,4 +1,4 @@
-"""Stateful event streams of access-control and alarm connectors (SPEC §1, §3).
+"""Stateful event streams of access-control and alarm connectors (docs/PROTOCOL.md §1.1, §3).
 
 Each connector plays short scenarios that follow its state, one message per step:
 
@@ -8,10 +8,11 @@ Each connector plays short scenarios that follow its state, one message per step
 - alarm: a motion sensor sends a burst (motion, still motion, clear); sometimes a siren sounds
   and stops.
 
-Messages use the SPEC §3 field names; with ``alias_rate`` a step uses the older spellings
-(``state`` words, ``door_1``/``door_2``, extra scalar fields with units), which the decoding core
-normalises. Every field besides ``timestamp`` becomes one event, so a message's expected event
-count is ``len(fields)``. Commands from the cloud (``cmnd/…``) are answered by :meth:`command`.
+Messages use the docs/PROTOCOL.md §2 field names; with ``alias_rate`` a step uses the older
+spellings (``state`` words, ``door_1``/``door_2``, extra scalar fields with units), which the
+decoding core normalises. Every field besides ``timestamp`` becomes one event, so a message's
+expected event count is ``len(fields)``. Commands from the cloud (``cmnd/…``) are answered by
+:meth:`command`.
 
 Load mode asks for many messages a second, so a stream hands out :class:`Step` values encoded
 once and shared by all streams: strike, door, button, motion and siren states and light replies;

@@ -1,5 +1,5 @@
-"""Deliberately bad device messages (``--faults RATE``), each labelled with the SPEC §8 reason the
-pipeline must give for it.
+"""Deliberately bad device messages (``--faults RATE``), each labelled with the docs/PROTOCOL.md §6
+reason the pipeline must give for it.
 
 Kinds are what a real device can produce: a corrupted CRC, a malformed frame, a Modbus exception
 reply, broken JSON, a bad clock, a controller nobody registered, a topic off the grammar. All

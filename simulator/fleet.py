@@ -1,10 +1,10 @@
 """The simulated fleet: controllers, the mode of each connector, and the sensors on their pins.
 
-The default fleet is the seed fleet of SPEC §5 (the three seed controllers with an ENV-S1 on J1
-pin 1, a PM-100 on J2 pin 2 and an ENV-S1 on J4 pin 3; J3 runs access control or alarm).
-:func:`generate_fleet` builds a fleet of any size from a seed: the same seed always gives the same
-MACs, modes, sensors and time zones. Templates and natural keys (serial numbers) match the seed
-migration, so registering the seed fleet changes nothing.
+The default fleet is the seed fleet of docs/PROTOCOL.md §4 (the three seed controllers with an
+ENV-S1 on J1 pin 1, a PM-100 on J2 pin 2 and an ENV-S1 on J4 pin 3; J3 runs access control or
+alarm). :func:`generate_fleet` builds a fleet of any size from a seed: the same seed always gives
+the same MACs, modes, sensors and time zones. Templates and natural keys (serial numbers) match the
+seed migration, so registering the seed fleet changes nothing.
 
 :func:`controller_entry` gives the registry entry a fleet controller implies, which is what the
 decoding core needs to decode the simulator's messages without a database.
@@ -153,7 +153,7 @@ class Fleet(msgspec.Struct, frozen=True):
 
 
 def seed_fleet(seed: int = 0) -> Fleet:
-    """The seed fleet of SPEC §5; J3 alternates between access control and alarm."""
+    """The seed fleet of docs/PROTOCOL.md §4; J3 alternates between access control and alarm."""
     controllers = []
     for index, mac in enumerate(SEED_MACS):
         controllers.append(

@@ -24,7 +24,7 @@ from simulator.messages import KINDS, Outgoing
 
 
 class Report(msgspec.Struct):
-    """The JSON report of one simulator run (issue 4, item 5)."""
+    """The JSON report of one simulator run."""
 
     published: int
     expected_readings: int

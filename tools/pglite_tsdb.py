@@ -5,7 +5,7 @@ The npm packages are pinned by ``tests/timescale/pglite/package-lock.json`` and 
 with ``npm ci`` when missing or when the lock file changed (:func:`ensure_installed`).
 :class:`PgliteServer` runs ``server.mjs`` (in memory, or ``data_dir``) on a loopback port.
 
-Limits (see ARCHITECTURE, last section): one client connection at a time (a second one is refused),
+Limits (docs/ARCHITECTURE.md, D23): one client connection at a time (a second one is refused),
 ``COPY FROM STDIN`` kills the server (bulk-load with ``unnest`` arrays), background jobs never run
 by themselves (``CALL run_job(id)``), clients need ``sslmode=disable`` and some password.
 Startup takes about 15 s (initdb in WASM). Test tooling, not a production store.

@@ -1,4 +1,4 @@
--- Device registry (SPEC §5), in the shape the fleet-management (.NET) system created it:
+-- Device registry (docs/PROTOCOL.md §4), in the shape the fleet-management (.NET) system created it:
 -- quoted PascalCase identifiers, serial keys. The pipeline only reads these tables.
 CREATE TABLE IF NOT EXISTS "DeviceType" (
     "DeviceTypeId" serial PRIMARY KEY,

@@ -1,4 +1,4 @@
--- Seed content for demos and tests (SPEC §5): three templates and three controllers, each with an
+-- Seed content for demos and tests (docs/PROTOCOL.md §4): three templates and three controllers, each with an
 -- ENV-S1 on (J1, pin 1), a PM-100 on (J2, pin 2) and an ENV-S1 on (J4, pin 3). Idempotent.
 INSERT INTO "DeviceType" ("Name") VALUES ('Controller'), ('Sensor') ON CONFLICT DO NOTHING;
 INSERT INTO "DataPointIcon" ("IconName")

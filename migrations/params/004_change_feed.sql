@@ -1,4 +1,4 @@
--- Registry version and change feed for the decode flow (ARCHITECTURE "dataflows.decode").
+-- Registry version and change feed for the decode flow (docs/ARCHITECTURE.md, D7).
 --
 -- f2_registry_version: one row; its `version` goes up by one per transaction that changes anything
 -- the decoder reads (Device, Connector, Pin, DeviceTemplate, DataPoint). A reader that reads a

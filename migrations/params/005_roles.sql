@@ -1,4 +1,4 @@
--- Least privilege (issue 20). The registry belongs to the fleet-management side: the decode flow
+-- Least privilege (docs/ARCHITECTURE.md, D17). The registry belongs to the fleet-management side: the decode flow
 -- (f2_pipeline) only reads it, the health report (f2_reader) only counts its devices. Passwords
 -- are set from secret files by `f2 migrate`; the roles are shared with the timeseries database
 -- when both live on one server.

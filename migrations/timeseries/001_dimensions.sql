@@ -1,4 +1,4 @@
--- Dimension tables (SPEC §7), backend-neutral: the same on plain PostgreSQL and TimescaleDB.
+-- Dimension tables (docs/PROTOCOL.md §8), backend-neutral: the same on plain PostgreSQL and TimescaleDB.
 -- The decode flow keeps them in sync from the registry: whenever it loads a controller's entry it
 -- upserts the controller, its sensors and their templates' data points in the same transaction as
 -- the rows decoded with that entry; an upsert never replaces a row written at a newer registry

@@ -1,6 +1,6 @@
--- Fact tables on plain PostgreSQL 15 (SPEC §7). This file holds ALL of the backend-specific
+-- Fact tables on plain PostgreSQL 15 (docs/PROTOCOL.md §8). This file holds ALL of the backend-specific
 -- storage DDL; everything else in this folder is backend-neutral. The TimescaleDB variant
--- (issue 7) provides the same objects with the same names, columns and signatures:
+-- (002_facts_timescale.sql) provides the same objects with the same names, columns and signatures:
 --   tables readings, device_events (with their unique keys), function f2_ensure_partitions(int,int)
 --   (called by the writer at start and hourly; a no-op or chunk pre-creation there), and the
 --   view/continuous aggregate readings_hourly (bucket, sensor_id, datapoint_id, avg, min, max, count).

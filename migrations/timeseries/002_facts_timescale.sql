@@ -1,4 +1,4 @@
--- Fact tables on TimescaleDB (SPEC §7, issue 7): the TimescaleDB variant of 002_facts_plain.sql.
+-- Fact tables on TimescaleDB (docs/PROTOCOL.md §8): the TimescaleDB variant of 002_facts_plain.sql.
 -- ops.migrate applies exactly one of the two (`*_plain.sql` / `*_timescale.sql`), chosen once per
 -- database: TimescaleDB when the extension is available (F2_STORAGE_BACKEND overrides). Same objects,
 -- names, columns and signatures as the plain file: tables readings and device_events with their

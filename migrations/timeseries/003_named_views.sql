@@ -1,4 +1,4 @@
--- Views for humans and Grafana (SPEC §7), backend-neutral: the narrow rows with their names joined
+-- Views for humans and Grafana (docs/PROTOCOL.md §8), backend-neutral: the narrow rows with their names joined
 -- back from the dimension tables (mac, connector, pin, label, unit). LEFT JOINs so a row whose
 -- dimension rows are not written yet still shows.
 CREATE OR REPLACE VIEW readings_named AS

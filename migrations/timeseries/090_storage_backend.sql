@@ -1,4 +1,4 @@
--- Which storage backend this database uses (issue 7), for `f2 stack status` and the health report:
+-- Which storage backend this database uses, for `f2 stack status` and the health report:
 -- 'timescaledb <version> (<license> license)' when the migrations took the TimescaleDB path
 -- (002_facts_timescale.sql), else 'postgresql <version> (native partitioning)'. Backend-neutral.
 CREATE OR REPLACE FUNCTION f2_storage_backend() RETURNS text LANGUAGE sql STABLE AS $$

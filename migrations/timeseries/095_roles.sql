@@ -1,4 +1,4 @@
--- Least privilege (issue 20). The migrations run as the database's owner; the flows write as
+-- Least privilege (docs/ARCHITECTURE.md, D17). The migrations run as the database's owner; the flows write as
 -- f2_pipeline, Grafana and the health API read as f2_reader. Both roles log in with passwords set
 -- from secret files by `f2 migrate` (F2_DB_PIPELINE_PASSWORD_FILE, F2_DB_READER_PASSWORD_FILE);
 -- created here without one, they cannot log in until then.

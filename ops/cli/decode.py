@@ -20,9 +20,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from connectors.registry_pg import load_controller
 from schemas.decode import decode_message
-from schemas.limits import load_input_limits
 from schemas.records import ControllerEntry, RawMessage
-from schemas.settings import load_settings
+from schemas.settings import Config
 from schemas.topics import mac_from_topic
 from schemas.wire import result_json
 
@@ -42,14 +41,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, config: Config) -> int:
     """Decode the message given on the command line; print the results as JSON lines."""
     payload = sys.stdin.buffer.read() if args.payload == "-" else args.payload.encode()
     raw = RawMessage(args.topic, payload, received_at_ms=args.received_at or 0)
     mac = mac_from_topic(args.topic)
     entry: ControllerEntry | None = None
     if mac is not None:
-        dsn = load_settings().params_dsn
+        dsn = config.connections.params_dsn
         try:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 entry = load_controller(conn, mac)
@@ -60,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.received_at is not None:
         now = datetime.fromtimestamp(args.received_at / 1000, UTC)
     out = sys.stdout.buffer
-    for item in decode_message(raw, entry, now, load_input_limits()):
+    for item in decode_message(raw, entry, now, config.limits):
         out.write(result_json(item) + b"\n")
     out.flush()
     return 0

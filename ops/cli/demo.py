@@ -32,7 +32,7 @@ from ops.stack import flows
 from schemas.decode import decode_message
 from schemas.encode import encode_value, frame_hex, modbus_frame
 from schemas.records import RawMessage
-from schemas.settings import Settings, load_settings
+from schemas.settings import Config, Settings
 from schemas.wire import result_json
 
 SEED_MAC = "e4fd45f654be"
@@ -166,8 +166,8 @@ def pipeline_demo(settings: Settings, seconds: int, rate: float) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    settings = load_settings()
+def run(args: argparse.Namespace, config: Config) -> int:
+    settings = config.connections
     try:
         if args.round_trip_only:
             return round_trip(settings)

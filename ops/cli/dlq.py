@@ -12,7 +12,7 @@ import argparse
 from ops.cli.replay import add_range_arguments, run_reported
 from ops.recovery.redrive import RedriveReport, run_redrive
 from schemas.reasons import ALL_REASONS
-from schemas.settings import load_settings
+from schemas.settings import Config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,14 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     redrive.set_defaults(func=cmd_redrive)
 
 
-def cmd_redrive(args: argparse.Namespace) -> int:
+def cmd_redrive(args: argparse.Namespace, config: Config) -> int:
     """Run one redrive and print its report."""
     return run_reported(
         "f2 dlq redrive",
         args,
-        lambda span, mac, rs: run_redrive(
-            load_settings(), span, args.reason, mac, rs, not args.quiet
-        ),
+        config,
+        lambda span, mac: run_redrive(config, span, args.reason, mac, not args.quiet),
         print_report,
     )
 

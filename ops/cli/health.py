@@ -17,7 +17,8 @@ import urllib.request
 import msgspec
 
 from ops.health.checks import DEGRADED, DOWN
-from ops.health.rules import load_health_settings, one_shot
+from ops.health.rules import one_shot
+from schemas.settings import Config
 
 EXIT = {"ok": 0, DEGRADED: 1, DOWN: 2}
 
@@ -36,27 +37,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.set_defaults(func=cmd_serve)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from connectors.logs import configure_logging
     from ops.health.server import serve
 
-    configure_logging()
-    settings = load_health_settings()
-    return serve(
-        msgspec.structs.replace(
-            settings, host=args.host or settings.host, port=args.port or settings.port
-        )
+    configure_logging(config.connections.log_level)
+    health = config.health
+    health = msgspec.structs.replace(
+        health, host=args.host or health.host, port=args.port or health.port
     )
+    return serve(msgspec.structs.replace(config, health=health))
 
 
-def fetch() -> tuple[dict, dict, str]:
+def fetch(config: Config) -> tuple[dict, dict, str]:
     """``(/health, /status, source)`` from the running API, else computed here."""
-    settings = load_health_settings()
-    base = f"http://127.0.0.1:{settings.port}"
+    base = f"http://127.0.0.1:{config.health.port}"
     try:
         return _get(f"{base}/health"), _get(f"{base}/status"), base
     except OSError:
-        report, status = one_shot(settings)
+        report, status = one_shot(config)
         return report, status, "this process (no health API answering on " + base + ")"
 
 
@@ -68,8 +67,8 @@ def _get(url: str) -> dict:
         return json.load(exc)
 
 
-def cmd_health(args: argparse.Namespace) -> int:
-    report, status, source = fetch()
+def cmd_health(args: argparse.Namespace, config: Config) -> int:
+    report, status, source = fetch(config)
     if args.json:
         print(json.dumps({"health": report, "status": status}, indent=1))
     else:
@@ -83,8 +82,8 @@ def cmd_health(args: argparse.Namespace) -> int:
     return EXIT.get(report["status"], 2)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    _report, status, _source = fetch()
+def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    _report, status, _source = fetch(config)
     if args.json:
         print(json.dumps(status, indent=1))
     else:

@@ -15,7 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from confluent_kafka.admin import AdminClient
 
 from connectors.kafka_config import client_config
-from schemas.settings import load_settings
+from schemas.settings import Config
 
 
 class PrintedRecord(msgspec.Struct):
@@ -52,15 +52,15 @@ def _text(data: bytes | None) -> str:
         return "hex:" + data.hex()
 
 
-def cmd_topics(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    admin = AdminClient(client_config(settings.kafka_bootstrap))
+def cmd_topics(args: argparse.Namespace, config: Config) -> int:
+    settings = config.connections
+    admin = AdminClient(client_config(settings.kafka_bootstrap, config.kafka_client))
     try:
         metadata = admin.list_topics(timeout=10)
     except Exception as exc:
         print(f"f2 kafka: cannot reach {settings.kafka_bootstrap}: {exc}", file=sys.stderr)
         return 1
-    consumer = _consumer(settings.kafka_bootstrap)
+    consumer = _consumer(settings.kafka_bootstrap, config.kafka_client)
     print(f"{'TOPIC':<20} {'PARTITION':>9} {'LOW':>10} {'HIGH':>10}")
     for name in sorted(metadata.topics):
         for partition in sorted(metadata.topics[name].partitions):
@@ -71,10 +71,11 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
-def _consumer(bootstrap: str) -> Consumer:
+def _consumer(bootstrap: str, client: dict[str, str]) -> Consumer:
     return Consumer(
         client_config(
             bootstrap,
+            client,
             **{
                 "group.id": f"f2-cli-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
@@ -84,9 +85,9 @@ def _consumer(bootstrap: str) -> Consumer:
     )
 
 
-def cmd_tail(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    consumer = _consumer(settings.kafka_bootstrap)
+def cmd_tail(args: argparse.Namespace, config: Config) -> int:
+    settings = config.connections
+    consumer = _consumer(settings.kafka_bootstrap, config.kafka_client)
     try:
         metadata = consumer.list_topics(args.topic, timeout=10)
     except Exception as exc:

@@ -1,4 +1,6 @@
-"""``f2``: the operator's command line. Each command lives in its own ``ops.*_cmd`` module."""
+"""``f2``: the operator's command line. Each command lives in its own ``ops.cli`` module; this
+entry point reads the settings once (:func:`schemas.settings.load_config`) and hands them to the
+command, which parses its arguments and calls the room that does the work."""
 
 from __future__ import annotations
 
@@ -6,7 +8,9 @@ import argparse
 import importlib
 import sys
 
-# Modules that provide ``register(subparsers)`` and whose parsers set ``func(args) -> int``.
+from schemas.settings import SettingsError, load_config
+
+# Modules that provide ``register(subparsers)`` and whose parsers set ``func(args, config) -> int``.
 COMMAND_MODULES = [
     "ops.cli.stack",
     "ops.cli.simulate",
@@ -37,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        config = load_config()
+    except SettingsError as exc:
+        print(f"f2: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args, config) or 0)
     except KeyboardInterrupt:
         return 130
 

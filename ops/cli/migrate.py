@@ -12,13 +12,12 @@ and repeatedly (an advisory lock serialises migrators; each file is applied once
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import psycopg
 
 from ops.storage.migrate import migrate, set_role_passwords
-from schemas.settings import PIPELINE_DB_ROLE, READER_DB_ROLE, env_value, load_settings
+from schemas.settings import PIPELINE_DB_ROLE, READER_DB_ROLE, Config
 
 DATABASES = ("params", "timeseries")
 
@@ -34,24 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=cmd_migrate)
 
 
-def role_passwords(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The passwords of the login roles, from ``F2_DB_PIPELINE_PASSWORD(_FILE)`` and
-    ``F2_DB_READER_PASSWORD(_FILE)`` (unset: the role keeps its password)."""
-    env = dict(os.environ if environ is None else environ)
-    return {
-        PIPELINE_DB_ROLE: env_value(env, "F2_DB_PIPELINE_PASSWORD", ""),
-        READER_DB_ROLE: env_value(env, "F2_DB_READER_PASSWORD", ""),
-    }
-
-
-def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = load_settings()
+def cmd_migrate(args: argparse.Namespace, config: Config) -> int:
+    settings, m = config.connections, config.migrate
     dsns = {"params": settings.params_dsn, "timeseries": settings.timeseries_dsn}
     wanted = DATABASES if args.database == "all" else (args.database,)
-    passwords = role_passwords()
+    passwords = {PIPELINE_DB_ROLE: m.db_pipeline_password, READER_DB_ROLE: m.db_reader_password}
     for database in wanted:
         try:
-            applied = migrate(dsns[database], database)
+            applied = migrate(dsns[database], database, m, config.timescale)
             roles = set_role_passwords(dsns[database], passwords)
         except psycopg.Error as exc:
             print(f"f2 migrate {database}: {exc}".rstrip(), file=sys.stderr)

@@ -18,15 +18,13 @@ import msgspec
 from connectors.logs import configure_logging
 from ops.recovery.replay import (
     ReplayReport,
-    ReplaySettings,
     TimeWindow,
-    load_replay_settings,
     parse_when,
     run_replay,
     serve_metrics,
 )
 from ops.recovery.replay import window as time_window
-from schemas.settings import load_settings
+from schemas.settings import Config
 from schemas.topics import normalise_mac
 
 INCOMPLETE = 2
@@ -64,12 +62,13 @@ def parse_range(args: argparse.Namespace) -> tuple[datetime | None, datetime | N
     return since, until, mac
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, config: Config) -> int:
     """Run one replay and print its report."""
     return run_reported(
         "f2 replay",
         args,
-        lambda span, mac, rs: run_replay(load_settings(), span, mac, rs, not args.quiet),
+        config,
+        lambda span, mac: run_replay(config, span, mac, not args.quiet),
         print_report,
     )
 
@@ -77,20 +76,20 @@ def run(args: argparse.Namespace) -> int:
 def run_reported(
     name: str,
     args: argparse.Namespace,
-    execute: Callable[[TimeWindow, str | None, ReplaySettings], Any],
+    config: Config,
+    execute: Callable[[TimeWindow, str | None], Any],
     show: Callable[[Any], None],
 ) -> int:
     """Parse the range, run ``execute``, print its report (or its JSON); the exit status."""
-    configure_logging()
+    configure_logging(config.connections.log_level)
     try:
         since, until, mac = parse_range(args)
         span = time_window(since, until)
     except ValueError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 1
-    rs = load_replay_settings()
-    serve_metrics(rs)
-    report = execute(span, mac, rs)
+    serve_metrics(config.replay)
+    report = execute(span, mac)
     if args.json:
         print(msgspec.json.encode(report).decode())
     else:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from pathlib import Path
 
 from ops.stack import flows
-from schemas.settings import stack_dir
+from ops.stack.supervisor import stop_on_signals
+from schemas.settings import Config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,11 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.set_defaults(func=cmd_run)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
     if args.flow not in flows.available_flows():
         print(f"f2 run: dataflow {args.flow!r} is not part of this version", file=sys.stderr)
         return 2
-    root = stack_dir()
+    root = Path(config.connections.stack_dir)
     lock = flows.FlowLock(root, args.flow)
     try:
         lock.acquire()
@@ -34,9 +36,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"f2 run {args.flow}: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()
-    flows.stop_on_signals(stop)
+    stop_on_signals(stop)
     try:
-        code = flows.run_once(flows.FLOWS[args.flow], root, sys.stderr, stop, sys.stdout)
+        code = flows.run_once(flows.FLOWS[args.flow], root, config, sys.stderr, stop, sys.stdout)
     finally:
         lock.release()
     return 0 if stop.is_set() else code

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from schemas.settings import project_root
+from schemas.settings import Config, project_root
 
 COMPOSE_FILES = ("docker-compose.yml", "monitoring.yml")
 _IMAGE = re.compile(r"^\s*image:\s*['\"]?([^'\"\s#]+)", re.MULTILINE)
@@ -84,7 +84,7 @@ def _f2(*args: str) -> int:
     return subprocess.call([sys.executable, "-m", "ops.cli", *args])
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, config: Config) -> int:
     folder = compose_dir()
     files = [folder / name for name in COMPOSE_FILES]
     reason = compose_unusable_reason(compose_images(files))

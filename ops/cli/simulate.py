@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from connectors.logs import configure_logging
+from schemas.settings import Config
 from simulator.cli import add_arguments, run
 
 
@@ -18,6 +19,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    configure_logging()
-    return run(args)
+def _run(args: argparse.Namespace, config: Config) -> int:
+    configure_logging(config.connections.log_level)
+    return run(args, config)

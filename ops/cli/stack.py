@@ -11,7 +11,7 @@ from ops.stack.local import SERVICE_ORDER, Stack
 from ops.stack.packages import MissingPackages
 from ops.stack.services import ServiceError
 from ops.storage import backend as storage_backend
-from schemas.settings import load_settings
+from schemas.settings import Config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,8 +61,8 @@ def _guarded(action) -> int:
     return 0
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    stack = Stack()
+def cmd_up(args: argparse.Namespace, config: Config) -> int:
+    stack = Stack(config=config)
     code = _guarded(stack.up)
     if code == 0 and args.flows:
         code = _guarded(lambda: flows.start_supervised(stack.root, flows.available_flows()))
@@ -73,20 +73,20 @@ def cmd_up(args: argparse.Namespace) -> int:
     return code
 
 
-def cmd_down(args: argparse.Namespace) -> int:
-    return _guarded(lambda: Stack().down(purge=args.purge))
+def cmd_down(args: argparse.Namespace, config: Config) -> int:
+    return _guarded(lambda: Stack(config=config).down(purge=args.purge))
 
 
-def cmd_start(args: argparse.Namespace) -> int:
-    return _guarded(lambda: Stack().start(args.service))
+def cmd_start(args: argparse.Namespace, config: Config) -> int:
+    return _guarded(lambda: Stack(config=config).start(args.service))
 
 
-def cmd_stop(args: argparse.Namespace) -> int:
-    return _guarded(lambda: Stack().stop(args.service))
+def cmd_stop(args: argparse.Namespace, config: Config) -> int:
+    return _guarded(lambda: Stack(config=config).stop(args.service))
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    rows = Stack().status_rows()
+def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    rows = Stack(config=config).status_rows()
     print(f"{'SERVICE':<10} {'STATE':<24} {'PORT':>6} {'PID':>8} {'RSS MB':>7}  LOG")
     for row in rows:
         pid = "-" if row["pid"] is None else str(row["pid"])
@@ -94,17 +94,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         name, state, port = row["service"], row["state"], row["port"]
         print(f"{name:<10} {state:<24} {port:>6} {pid:>8} {rss:>7}  {row['log']}")
     if any(row["service"] == "postgres" and row["state"] == "ready" for row in rows):
-        print(f"timeseries storage: {storage_backend.describe(load_settings().timeseries_dsn)}")
+        print(f"timeseries storage: {storage_backend.describe(config.connections.timeseries_dsn)}")
     return 0 if all(row["state"] == "ready" for row in rows) else 3
 
 
-def cmd_env(args: argparse.Namespace) -> int:
-    print("\n".join(Stack().env_lines()))
+def cmd_env(args: argparse.Namespace, config: Config) -> int:
+    print("\n".join(Stack(config=config).env_lines()))
     return 0
 
 
-def cmd_logs(args: argparse.Namespace) -> int:
-    stack = Stack()
+def cmd_logs(args: argparse.Namespace, config: Config) -> int:
+    stack = Stack(config=config)
     logs = monitoring.log_files(stack)
     if args.service and args.service not in logs:
         print(

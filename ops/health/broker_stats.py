@@ -72,9 +72,8 @@ class BrokerStats(Collector):
 
     def start(self) -> None:
         """Connect in the background (paho reconnects by itself)."""
-        from connectors.mqtt_source import RECONNECT_DELAY_S, load_source_settings
+        from connectors.mqtt_source import RECONNECT_DELAY_S
 
-        source = load_source_settings(self._settings)
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"f2-health-sys-{os.getpid()}",
@@ -82,8 +81,8 @@ class BrokerStats(Collector):
         )
         if self._settings.mqtt_username:
             client.username_pw_set(self._settings.mqtt_username, self._settings.mqtt_password)
-        if source.tls:
-            client.tls_set(ca_certs=source.ca_file or None)
+        if self._settings.mqtt_tls:
+            client.tls_set(ca_certs=self._settings.mqtt_ca_file or None)
         client.reconnect_delay_set(*RECONNECT_DELAY_S)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from schemas.settings import Settings
+from schemas.settings import Config
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
 # What a component that is down does to the overall status.
@@ -45,18 +45,17 @@ def timed(check: Callable[[], tuple[str, str]]) -> Component:
     return Component(status, round((time.perf_counter() - started) * 1000, 1), detail)
 
 
-def check_mqtt(settings: Settings, timeout_s: float) -> tuple[str, str]:
+def check_mqtt(config: Config, timeout_s: float) -> tuple[str, str]:
     """Log in to the broker with the pipeline's credentials (CONNACK success)."""
-    from connectors.mqtt_source import load_source_settings
     from ops.security import mqtt_probe
 
-    source = load_source_settings(settings)
+    settings = config.connections
     probe, code = mqtt_probe.connect(
         settings.mqtt_host,
         settings.mqtt_port,
         settings.mqtt_username or None,
         settings.mqtt_password,
-        ca_file=(source.ca_file or None) if source.tls else None,
+        ca_file=(settings.mqtt_ca_file or None) if settings.mqtt_tls else None,
     )
     if probe is None:
         return DOWN, f"{settings.mqtt_host}:{settings.mqtt_port} refused the login (CONNACK {code})"
@@ -64,13 +63,14 @@ def check_mqtt(settings: Settings, timeout_s: float) -> tuple[str, str]:
     return OK, f"{settings.mqtt_host}:{settings.mqtt_port} login as {settings.mqtt_username}"
 
 
-def check_kafka(settings: Settings, timeout_s: float) -> tuple[str, str]:
+def check_kafka(config: Config, timeout_s: float) -> tuple[str, str]:
     """Metadata of the three topics: each exists and has partitions with a leader."""
     from confluent_kafka.admin import AdminClient
 
-    from connectors.kafka_sink import env_config
+    from connectors.kafka_config import client_config
 
-    admin = AdminClient({**env_config(), "bootstrap.servers": settings.kafka_bootstrap})
+    settings = config.connections
+    admin = AdminClient(client_config(settings.kafka_bootstrap, config.kafka_client))
     topics = admin.list_topics(timeout=timeout_s).topics
     parts = []
     for name in (settings.raw_topic, settings.decoded_topic, settings.dlq_topic):
@@ -96,24 +96,28 @@ def check_postgres(dsn: str, timeout_s: float, query: str = "SELECT 1") -> tuple
     return OK, str(value)
 
 
-def check_params_db(settings: Settings, timeout_s: float) -> tuple[str, str]:
+def check_params_db(config: Config, timeout_s: float) -> tuple[str, str]:
     """The registry database answers; the detail counts its controllers."""
-    _, count = check_postgres(settings.params_dsn, timeout_s, 'SELECT count(*) FROM "Device"')
+    _, count = check_postgres(
+        config.connections.params_dsn, timeout_s, 'SELECT count(*) FROM "Device"'
+    )
     return OK, f"{count} devices registered"
 
 
-def check_timeseries_db(settings: Settings, timeout_s: float) -> tuple[str, str]:
+def check_timeseries_db(config: Config, timeout_s: float) -> tuple[str, str]:
     """The timeseries database answers; the detail names its backend (``f2_storage_backend()``)."""
-    _, backend = check_postgres(settings.timeseries_dsn, timeout_s, "SELECT f2_storage_backend()")
+    _, backend = check_postgres(
+        config.connections.timeseries_dsn, timeout_s, "SELECT f2_storage_backend()"
+    )
     return OK, f"backend {backend}"
 
 
-def check_redis(settings: Settings, timeout_s: float) -> tuple[str, str]:
+def check_redis(config: Config, timeout_s: float) -> tuple[str, str]:
     """PING the registry cache."""
     import redis
 
     client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        config.connections.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
     )
     try:
         client.ping()
@@ -122,7 +126,7 @@ def check_redis(settings: Settings, timeout_s: float) -> tuple[str, str]:
     return OK, "PING ok"
 
 
-DEPENDENCY_CHECKS: dict[str, Callable[[Settings, float], tuple[str, str]]] = {
+DEPENDENCY_CHECKS: dict[str, Callable[[Config, float], tuple[str, str]]] = {
     "mqtt": check_mqtt,
     "kafka": check_kafka,
     "params_db": check_params_db,

@@ -96,20 +96,37 @@ def rates_by(old: Scrape, new: Scrape, name: str, label: str) -> dict[str, float
     return out
 
 
-def quantile(old: Scrape, new: Scrape, q: float, histogram: str, **match: str) -> float | None:
-    """``histogram_quantile(q, increase(<histogram>_bucket[...]))`` between two scrapes."""
-    buckets: dict[float, float] = {}
+def merged(scrapes: list[Scrape], at: float | None = None) -> Scrape:
+    """One scrape of several processes: the samples of those that answered (sums add up)."""
+    answered = [s for s in scrapes if s.ok]
+    samples = [sample for s in answered for sample in s.samples]
+    when = at if at is not None else max((s.at for s in scrapes), default=time.time())
+    return Scrape(when, bool(answered), "" if answered else "no process answered", samples)
+
+
+Buckets = list[tuple[float, float]]
+
+
+def buckets(old: Scrape, new: Scrape, histogram: str, **match: str) -> Buckets:
+    """The cumulative buckets ``[(le, count)]`` of ``histogram``'s observations between two
+    scrapes, sorted by bound (``increase(<histogram>_bucket[...])``)."""
+    counts: dict[float, float] = {}
     for scrape_, sign in ((new, 1.0), (old, -1.0)):
         for bound, count in scrape_.by_label(f"{histogram}_bucket", "le", **match).items():
             edge = math.inf if bound == "+Inf" else float(bound)
-            buckets[edge] = buckets.get(edge, 0.0) + sign * count
-    edges = sorted(buckets)
-    if not edges or buckets[edges[-1]] <= 0:
+            counts[edge] = counts.get(edge, 0.0) + sign * count
+    return sorted(counts.items())
+
+
+def quantile_of(cumulative: Buckets, q: float) -> float | None:
+    """The ``q`` quantile of cumulative buckets, interpolated linearly inside the bucket that
+    holds it (as PromQL's ``histogram_quantile``); None without observations. A quantile in the
+    ``+Inf`` bucket is reported as the largest finite bound."""
+    if not cumulative or cumulative[-1][1] <= 0:
         return None
-    rank = q * buckets[edges[-1]]
+    rank = q * cumulative[-1][1]
     lower_edge, lower_count = 0.0, 0.0
-    for edge in edges:
-        count = buckets[edge]
+    for edge, count in cumulative:
         if count >= rank:
             if math.isinf(edge):
                 return lower_edge
@@ -117,4 +134,17 @@ def quantile(old: Scrape, new: Scrape, q: float, histogram: str, **match: str) -
                 return edge
             return lower_edge + (edge - lower_edge) * (rank - lower_count) / (count - lower_count)
         lower_edge, lower_count = edge, count
-    return None
+    return lower_edge
+
+
+def share_at_or_below(cumulative: Buckets, bound: float) -> float | None:
+    """Fraction of the observations ≤ ``bound`` (exact when ``bound`` is a bucket bound)."""
+    if not cumulative or cumulative[-1][1] <= 0:
+        return None
+    counts = [count for edge, count in cumulative if edge <= bound]
+    return (counts[-1] if counts else 0.0) / cumulative[-1][1]
+
+
+def quantile(old: Scrape, new: Scrape, q: float, histogram: str, **match: str) -> float | None:
+    """``histogram_quantile(q, increase(<histogram>_bucket[...]))`` between two scrapes."""
+    return quantile_of(buckets(old, new, histogram, **match), q)

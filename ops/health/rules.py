@@ -26,7 +26,6 @@ the flows twice a couple of seconds apart: rates are over that gap and "stuck" i
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -40,10 +39,8 @@ from ops.health import flow_metrics
 from ops.health.broker_stats import BrokerStats
 from ops.health.checks import DEGRADED, DEPENDENCY_CHECKS, DOWN, OK, Component, overall, timed
 from ops.health.flow_metrics import Scrape
-from ops.stack import flows
-from schemas.settings import DEFAULT_PORTS, Settings, load_settings, read_stack_info, stack_dir
+from schemas.settings import Config
 
-DEFAULT_HEALTH_PORT = 8000
 FLOW_NAMES = ("ingest", "decode")
 STATES = (OK, DEGRADED, DOWN)
 
@@ -58,45 +55,6 @@ COMPONENT_LATENCY = Gauge(
 PIPELINE_STATE = Gauge(
     "f2_health_status", "1 for the pipeline's current overall state, else 0", ["state"]
 )
-
-
-class HealthSettings(msgspec.Struct, frozen=True):
-    """``F2_HEALTH_*`` and the flows' metrics URLs."""
-
-    host: str
-    port: int
-    ingest_metrics_url: str
-    decode_metrics_url: str
-    stuck_after_s: float = 60.0
-    interval_s: float = 5.0
-    timeout_s: float = 3.0
-    window_s: float = 60.0
-
-
-def stack_port_offset() -> int:
-    """The local stack's port offset (``F2_STACK_PORT_OFFSET`` when it was created)."""
-    return read_stack_info(stack_dir()).postgres_port - DEFAULT_PORTS["postgres"]
-
-
-def load_health_settings(environ: Mapping[str, str] | None = None) -> HealthSettings:
-    """Settings from the environment; defaults: 127.0.0.1, port 8000 + the stack's port offset,
-    the local flows' metrics ports."""
-    env = os.environ if environ is None else environ
-
-    def flow_url(name: str) -> str:
-        port = flows.metrics_port(flows.FLOWS[name])
-        return env.get(f"F2_{name.upper()}_METRICS_URL", f"http://127.0.0.1:{port}/metrics")
-
-    return HealthSettings(
-        host=env.get("F2_HEALTH_HOST", "127.0.0.1"),
-        port=int(env.get("F2_HEALTH_PORT", DEFAULT_HEALTH_PORT + stack_port_offset())),
-        ingest_metrics_url=flow_url("ingest"),
-        decode_metrics_url=flow_url("decode"),
-        stuck_after_s=float(env.get("F2_HEALTH_STUCK_AFTER_S", 60.0)),
-        interval_s=float(env.get("F2_HEALTH_INTERVAL_S", 5.0)),
-        timeout_s=float(env.get("F2_HEALTH_TIMEOUT_S", 3.0)),
-        window_s=float(env.get("F2_HEALTH_STATUS_WINDOW_S", 60.0)),
-    )
 
 
 def progress(name: str, scrape: Scrape) -> float:
@@ -218,11 +176,10 @@ class FlowWatch:
 class HealthMonitor:
     """Checks and flow scrapes refreshed in the background; reports ``/health``, ``/status``."""
 
-    def __init__(
-        self, settings: HealthSettings, pipeline: Settings, broker: BrokerStats | None = None
-    ) -> None:
+    def __init__(self, config: Config, broker: BrokerStats | None = None) -> None:
+        settings = config.health
         self.settings = settings
-        self.pipeline = pipeline
+        self.config = config
         self.broker = broker
         keep = max(settings.window_s, settings.stuck_after_s) + 4 * settings.interval_s
         self.flows = {
@@ -266,7 +223,7 @@ class HealthMonitor:
         names = [only] if only else [*DEPENDENCY_CHECKS, *FLOW_NAMES]
         checks = {
             name: self._pool.submit(
-                timed, lambda c=DEPENDENCY_CHECKS[name]: c(self.pipeline, timeout)
+                timed, lambda c=DEPENDENCY_CHECKS[name]: c(self.config, timeout)
             )
             for name in names
             if name in DEPENDENCY_CHECKS
@@ -408,9 +365,9 @@ def _devices(scrape: Scrape) -> dict[str, object]:
     }
 
 
-def one_shot(settings: HealthSettings | None = None, gap_s: float = 2.0) -> tuple[dict, dict]:
+def one_shot(config: Config, gap_s: float = 2.0) -> tuple[dict, dict]:
     """``(/health, /status)`` computed in this process: one check, two scrapes ``gap_s`` apart."""
-    monitor = HealthMonitor(settings or load_health_settings(), load_settings())
+    monitor = HealthMonitor(config)
     monitor.scrape_flows()
     time.sleep(gap_s)
     report = monitor.report()

@@ -28,8 +28,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from ops.health.broker_stats import BrokerStats
 from ops.health.checks import DEPENDENCY_CHECKS, DOWN
-from ops.health.rules import FLOW_NAMES, HealthMonitor, HealthSettings
-from schemas.settings import load_settings
+from ops.health.rules import FLOW_NAMES, HealthMonitor
+from schemas.settings import Config
 
 log = logging.getLogger("f2.health")
 COMPONENTS = (*DEPENDENCY_CHECKS, *FLOW_NAMES)
@@ -111,13 +111,13 @@ def _code(status: object) -> int:
     return HTTPStatus.SERVICE_UNAVAILABLE if status == DOWN else HTTPStatus.OK
 
 
-def serve(settings: HealthSettings) -> int:
+def serve(config: Config) -> int:
     """Serve until SIGTERM/SIGINT; the ``$SYS`` subscriber and the monitor run meanwhile."""
-    pipeline = load_settings()
-    broker = BrokerStats(pipeline)
+    settings = config.health
+    broker = BrokerStats(config.connections)
     REGISTRY.register(broker)
     broker.start()
-    monitor = HealthMonitor(settings, pipeline, broker)
+    monitor = HealthMonitor(config, broker)
     monitor.start()
     server = ThreadingHTTPServer((settings.host, settings.port), make_handler(_Reports(monitor)))
     server.daemon_threads = True

@@ -14,8 +14,8 @@ the production writer (``INSERT ... ON CONFLICT DO NOTHING``): running it twice 
 twice, and rows already stored are reported as such. A message that fails again is dead-lettered
 again only when the failure is new: a (message, reason, label) the DLQ already holds is counted as
 "failed again" and not produced twice, so repeated redrives do not grow the DLQ. New dead-letter
-records keep the SPEC §6 headers with ``stage`` = where it failed this time (``decode`` or
-``store``, as in the live flow) and the original ``source_*`` headers (they still point into the
+records keep the docs/PROTOCOL.md §5 headers with ``stage`` = where it failed this time (``decode``
+or ``store``, as in the live flow) and the original ``source_*`` headers (they still point into the
 raw archive), plus a ``redriven_at`` header (epoch ms of the run) telling them apart. The DLQ
 itself is never rewritten (Kafka topics are append-only): redriven records stay in it until its
 retention drops them.
@@ -32,25 +32,24 @@ from collections import Counter as Tally
 import msgspec
 from prometheus_client import Counter
 
-from connectors.decode_step import DecodeStep, rejected_record
+from connectors.decode_step import rejected_record
+from connectors.kafka_config import client_config
 from connectors.kafka_sink import CheckedKafkaSink
 from connectors.replay_reader import header, retention_ms
 from connectors.store_rows import RowBatch
-from connectors.timeseries_writer import TimeseriesWriter, WriteCounts, load_store_settings
+from connectors.timeseries_writer import TimeseriesWriter, WriteCounts
 from ops.recovery.replay import (
     Progress,
-    ReplaySettings,
     TimeWindow,
     archive_reader,
+    decode_step,
     horizon_note,
     iso_ms,
-    load_replay_settings,
     registry_store,
     selected,
 )
-from schemas.limits import load_input_limits
 from schemas.records import RawMessage
-from schemas.settings import Settings
+from schemas.settings import Config
 from schemas.wire import (
     LABEL,
     MQTT_TOPIC,
@@ -133,18 +132,17 @@ def raw_of(headers: dict[str, bytes], value: bytes | None) -> RawMessage:
 
 
 def run_redrive(
-    settings: Settings,
+    config: Config,
     span: TimeWindow,
     reason: str | None,
     mac: str | None,
-    rs: ReplaySettings | None = None,
     progress: bool = True,
 ) -> RedriveReport:
     """Re-drive the matching DLQ records; the report of the run."""
-    rs = rs or load_replay_settings()
+    settings, rs = config.connections, config.replay
     started = time.monotonic()
     run_ms = int(time.time() * 1000)
-    reader = archive_reader(settings.kafka_bootstrap, settings.dlq_topic, span, rs)
+    reader = archive_reader(config, settings.dlq_topic, span)
     report = RedriveReport(reason, mac, iso_ms(span.since_ms), iso_ms(span.until_ms))
     shown = Progress("redrive", rs, progress)
     present: set[Identity] = set()
@@ -166,9 +164,9 @@ def run_redrive(
         shown.tick(reader, f"{len(todo)} messages to re-drive")
     report.records_read = reader.records
     report.messages = len(todo)
-    _drive(settings, list(todo.values()), present, run_ms, rs, report)
+    _drive(config, list(todo.values()), present, run_ms, report)
     report.oldest_record = iso_ms(reader.oldest_ms)
-    retention = retention_ms(settings.kafka_bootstrap, settings.dlq_topic)
+    retention = retention_ms(settings.kafka_bootstrap, settings.dlq_topic, config.kafka_client)
     report.horizon = horizon_note(settings.dlq_topic, span.since_ms, reader.oldest_ms, retention)
     report.unfinished_partitions = reader.unfinished
     report.complete = not reader.unfinished
@@ -178,20 +176,19 @@ def run_redrive(
 
 
 def _drive(
-    settings: Settings,
+    config: Config,
     messages: list[RawMessage],
     present: set[Identity],
     run_ms: int,
-    rs: ReplaySettings,
     report: RedriveReport,
 ) -> None:
     """Decode and store ``messages``; dead-letter the new failures."""
-    store = registry_store(settings)
-    step = DecodeStep(
-        lambda: store, settings.decoded_topic, settings.dlq_topic, limits=load_input_limits()
-    )
-    writer = TimeseriesWriter(settings.timeseries_dsn, load_store_settings())
-    sink = CheckedKafkaSink({"bootstrap.servers": settings.kafka_bootstrap}).build("redrive", 0, 1)
+    settings, rs = config.connections, config.replay
+    store = registry_store(config)
+    step = decode_step(config, store)
+    writer = TimeseriesWriter(settings.timeseries_dsn, config.store)
+    producer = client_config(settings.kafka_bootstrap, config.kafka_client)
+    sink = CheckedKafkaSink(producer).build("redrive", 0, 1)
     stamp = str(run_ms).encode()
     reasons: Tally[str] = Tally()
     pending, outbox = RowBatch(), []

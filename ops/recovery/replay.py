@@ -26,12 +26,10 @@ output and the horizon note.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 import time
 from collections import Counter as Tally
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -39,12 +37,11 @@ from prometheus_client import Counter, start_http_server
 
 from connectors.decode_step import DecodeStep
 from connectors.kafka_source import raw_message
-from connectors.registry_store import RegistryStore, load_registry_settings
+from connectors.registry_store import RegistryStore
 from connectors.replay_reader import TopicReader, header, record_time_ms, retention_ms
 from connectors.store_rows import RowBatch
-from connectors.timeseries_writer import TimeseriesWriter, WriteCounts, load_store_settings
-from schemas.limits import load_input_limits
-from schemas.settings import Settings
+from connectors.timeseries_writer import TimeseriesWriter, WriteCounts
+from schemas.settings import Config, ReplaySettings
 from schemas.topics import mac_from_topic
 
 log = logging.getLogger("f2.replay")
@@ -57,31 +54,6 @@ ERRORS = Counter(
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-class ReplaySettings(msgspec.Struct, frozen=True):
-    """Knobs of ``f2 replay`` and ``f2 dlq redrive`` (``F2_REPLAY_*``)."""
-
-    batch_rows: int = 5000
-    progress_s: float = 5.0
-    progress_records: int = 50000
-    idle_s: float = 10.0
-    margin_s: float = 60.0
-    metrics_port: int = 0
-
-
-def load_replay_settings(environ: Mapping[str, str] | None = None) -> ReplaySettings:
-    """:class:`ReplaySettings` from ``F2_REPLAY_*`` variables."""
-    env = os.environ if environ is None else environ
-    base = ReplaySettings()
-    return ReplaySettings(
-        batch_rows=int(env.get("F2_REPLAY_BATCH_ROWS", base.batch_rows)),
-        progress_s=float(env.get("F2_REPLAY_PROGRESS_S", base.progress_s)),
-        progress_records=int(env.get("F2_REPLAY_PROGRESS_RECORDS", base.progress_records)),
-        idle_s=float(env.get("F2_REPLAY_IDLE_S", base.idle_s)),
-        margin_s=float(env.get("F2_REPLAY_MARGIN_S", base.margin_s)),
-        metrics_port=int(env.get("F2_REPLAY_METRICS_PORT", base.metrics_port)),
-    )
 
 
 def parse_when(text: str, now: datetime) -> datetime:
@@ -217,34 +189,42 @@ def selected(msg: object, span: TimeWindow, mac: str | None) -> bool:
     return topic is not None and mac_from_topic(topic.decode("utf-8", "replace")) == mac
 
 
-def registry_store(settings: Settings) -> RegistryStore:
+def registry_store(config: Config) -> RegistryStore:
     """A fresh registry store (current entries, stamped with the current registry version)."""
-    return RegistryStore(settings.params_dsn, settings.redis_url, load_registry_settings())
+    s = config.connections
+    return RegistryStore(s.params_dsn, s.redis_url, config.registry)
 
 
-def archive_reader(bootstrap: str, topic: str, span: TimeWindow, rs: ReplaySettings) -> TopicReader:
+def archive_reader(config: Config, topic: str, span: TimeWindow) -> TopicReader:
     """A reader of ``topic`` from its oldest record to ``--until`` (default now) + the margin."""
+    rs = config.replay
     end_ms = span.until_ms if span.until_ms is not None else int(time.time() * 1000)
-    return TopicReader(bootstrap, topic, end_ms + int(rs.margin_s * 1000), rs.idle_s)
+    return TopicReader(
+        config.connections.kafka_bootstrap,
+        topic,
+        end_ms + int(rs.margin_s * 1000),
+        rs.idle_s,
+        client=config.kafka_client,
+    )
+
+
+def decode_step(config: Config, store: RegistryStore) -> DecodeStep:
+    """The decode flow's step, with the configured privacy and input limits."""
+    s = config.connections
+    return DecodeStep(lambda: store, s.decoded_topic, s.dlq_topic, config.privacy, config.limits)
 
 
 def run_replay(
-    settings: Settings,
-    span: TimeWindow,
-    mac: str | None,
-    rs: ReplaySettings | None = None,
-    progress: bool = True,
+    config: Config, span: TimeWindow, mac: str | None, progress: bool = True
 ) -> ReplayReport:
     """Replay ``span`` of the raw archive (optionally one controller); the report of the run."""
-    rs = rs or load_replay_settings()
+    settings, rs = config.connections, config.replay
     started = time.monotonic()
-    reader = archive_reader(settings.kafka_bootstrap, settings.raw_topic, span, rs)
+    reader = archive_reader(config, settings.raw_topic, span)
     report = ReplayReport(iso_ms(span.since_ms), iso_ms(span.until_ms), mac)
-    store = registry_store(settings)
-    step = DecodeStep(
-        lambda: store, settings.decoded_topic, settings.dlq_topic, limits=load_input_limits()
-    )
-    writer = TimeseriesWriter(settings.timeseries_dsn, load_store_settings(), replace_older=True)
+    store = registry_store(config)
+    step = decode_step(config, store)
+    writer = TimeseriesWriter(settings.timeseries_dsn, config.store, replace_older=True)
     shown = Progress("replay", rs, progress)
     errors: Tally[str] = Tally()
     pending = RowBatch()
@@ -278,7 +258,7 @@ def run_replay(
     report.events = writer.counts["device_events"]
     report.errors = dict(sorted(errors.items()))
     report.oldest_record = iso_ms(reader.oldest_ms)
-    retention = retention_ms(settings.kafka_bootstrap, settings.raw_topic)
+    retention = retention_ms(settings.kafka_bootstrap, settings.raw_topic, config.kafka_client)
     report.horizon = horizon_note(settings.raw_topic, span.since_ms, reader.oldest_ms, retention)
     report.unfinished_partitions = reader.unfinished
     report.complete = not reader.unfinished

@@ -7,7 +7,6 @@ credentials; file checks read modes and deploy files. Each takes what it inspect
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 import subprocess
@@ -608,15 +607,6 @@ def deploy_files_safe(deploy_dir: Path) -> CheckResult:
     if problems:
         return CheckResult(name, False, "; ".join(problems[:6]))
     return CheckResult(name, True, f"{count} files in {deploy_dir} checked")
-
-
-def environment_secrets() -> dict[str, str]:
-    """Secrets given to this process as F2_*PASSWORD* variables (checked for strength too)."""
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if k.startswith("F2_") and "PASSWORD" in k and not k.endswith("_FILE")
-    }
 
 
 WRITER_FORBIDDEN = (

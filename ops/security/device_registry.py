@@ -1,4 +1,4 @@
-"""A controller's row in the device registry (SPEC §5), for ``f2 devices register``.
+"""A controller's row in the device registry (docs/PROTOCOL.md §4), for ``f2 devices register``.
 
 Idempotent and parameterised: the controller is a ``Device`` of the ``F2-rev1`` template with
 its ``MacAddress`` (the unique index on ``lower("MacAddress")`` makes a second registration a

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
 from pathlib import Path
+
+from schemas.settings import StackSettings
 
 SECRET_BYTES = 24  # 192 bits of randomness per generated password (32 url-safe characters)
 
 
-def secrets_dir(stack_root: Path, environ: Mapping[str, str] | None = None) -> Path:
-    """``F2_SECRETS_DIR``, else ``<stack dir>/secrets``."""
-    env = os.environ if environ is None else environ
-    configured = env.get("F2_SECRETS_DIR")
+def secrets_dir(stack_root: Path, settings: StackSettings | None = None) -> Path:
+    """``F2_SECRETS_DIR`` (``settings.secrets_dir``), else ``<stack dir>/secrets``."""
+    configured = settings.secrets_dir if settings is not None else ""
     return Path(configured).resolve() if configured else stack_root / "secrets"
 
 

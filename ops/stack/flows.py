@@ -4,8 +4,7 @@ A flow runs as ``python -m bytewax.run <module> <recommended flags>`` with Bytew
 on the flow's metrics port. At most one instance of a flow runs per stack directory: the runner
 (``f2 run``) or the supervisor (``f2 stack up --flows``) holds an exclusive lock on
 ``<stack>/run/<flow>.pid``, which also records its pid. The supervisor writes the flow's output
-to ``<stack>/logs/<flow>.log`` and restarts a flow that exits with exponential backoff
-(1 s doubling to 60 s; back to 1 s after a run that lasted a minute).
+to ``<stack>/logs/<flow>.log`` and restarts a flow that exits (:mod:`ops.stack.supervisor`).
 
 Readiness: a line containing ``ready`` is printed once the flow's API port answers and, for
 ingest, every MQTT session logged ``mqtt session subscribed``.
@@ -14,14 +13,11 @@ ingest, every MQTT session logged ``mqtt session subscribed``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fcntl
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,61 +25,65 @@ from typing import IO
 
 from ops.stack import procs
 from ops.stack.services import ServiceError
+from ops.stack.supervisor import STOP_TIMEOUT_S, stop_child, stop_on_signals, supervise
 from schemas.settings import (
     PARAMS_DB,
     PIPELINE_DB_ROLE,
     READER_DB_ROLE,
     TIMESERIES_DB,
-    load_settings,
+    Config,
+    child_environment,
+    load_config,
     local_dsn,
     project_root,
     read_stack_info,
 )
 
-BACKOFF_S = (1.0, 60.0)
-HEALTHY_RUN_S = 60.0
-STOP_TIMEOUT_S = 15.0
-
 
 @dataclass(frozen=True)
 class FlowSpec:
-    """How to run one dataflow: module, metrics port and the recommended ``bytewax.run`` flags."""
+    """How to run one dataflow: its factory, metrics port, and the recommended ``bytewax.run``
+    flags."""
 
     name: str
     module: str
-    metrics_port: int
+    metrics_port: Callable[[Config], int]
     flags: Callable[[Path], list[str]]
-    prepare: Callable[[Path], None] = lambda _root: None
-    sessions: Callable[[], int] = lambda: 0
+    prepare: Callable[[Path, Config], None] = lambda _root, _config: None
+    sessions: Callable[[Config], int] = lambda _config: 0
 
-
-def _ingest_sessions() -> int:
-    from connectors.mqtt_source import load_source_settings
-
-    return load_source_settings(load_settings()).partitions
+    @property
+    def target(self) -> str:
+        """What ``bytewax.run`` imports: the module's flow factory."""
+        return f"{self.module}:build_flow()"
 
 
 def _decode_recovery(root: Path) -> Path:
     return root / "recovery" / "decode"
 
 
-def _decode_prepare(root: Path) -> None:
+def _decode_prepare(root: Path, config: Config) -> None:
     from connectors.recovery_dir import prepare_recovery
 
-    parts = int(os.environ.get("F2_DECODE_RECOVERY_PARTS", "4"))
-    prepare_recovery(_decode_recovery(root), parts, root / "kafka" / "incarnation")
+    prepare_recovery(
+        _decode_recovery(root), config.decode.recovery_parts, root / "kafka" / "incarnation"
+    )
 
 
 FLOWS: dict[str, FlowSpec] = {
     # Stateless: no recovery; 1 s epochs bound the unacknowledged window (connectors.mqtt_source).
     "ingest": FlowSpec(
-        "ingest", "dataflows.ingest", 3031, lambda _root: ["-s", "1"], sessions=_ingest_sessions
+        "ingest",
+        "dataflows.ingest",
+        lambda config: config.ingest.metrics_port,
+        lambda _root: ["-s", "1"],
+        sessions=lambda config: config.ingest.partitions,
     ),
     # Recovery holds the Kafka offsets (dataflows.decode): 1 s snapshots, 10 s of backups kept.
     "decode": FlowSpec(
         "decode",
         "dataflows.decode",
-        3032,
+        lambda config: config.decode.metrics_port,
         lambda root: ["-w", "1", "-r", str(_decode_recovery(root)), "-s", "1", "-b", "10"],
         prepare=_decode_prepare,
     ),
@@ -103,11 +103,6 @@ def pid_file(root: Path, name: str) -> Path:
 
 def log_file(root: Path, name: str) -> Path:
     return root / "logs" / f"{name}.log"
-
-
-def metrics_port(spec: FlowSpec) -> int:
-    """The flow's API port: ``F2_<FLOW>_METRICS_PORT``, else the spec's default."""
-    return int(os.environ.get(f"F2_{spec.name.upper()}_METRICS_PORT", spec.metrics_port))
 
 
 class AlreadyRunning(RuntimeError):
@@ -158,20 +153,20 @@ def is_locked(root: Path, name: str) -> bool:
     return False
 
 
-def flow_command(spec: FlowSpec, root: Path) -> tuple[list[str], dict[str, str]]:
+def flow_command(spec: FlowSpec, root: Path, config: Config) -> tuple[list[str], dict[str, str]]:
     """argv and environment of one flow process."""
     cache = root / "run" / f"{spec.name}-api"
     cache.mkdir(parents=True, exist_ok=True)
     env = {
         **role_dsns(root, PIPELINE_DB_ROLE),
-        **os.environ,
+        **child_environment(),
         "F2_STACK_DIR": str(root),
         "BYTEWAX_DATAFLOW_API_ENABLED": "1",
-        "BYTEWAX_DATAFLOW_API_PORT": str(metrics_port(spec)),
+        "BYTEWAX_DATAFLOW_API_PORT": str(spec.metrics_port(config)),
         "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(cache),
         "PYTHONUNBUFFERED": "1",
     }
-    argv = [sys.executable, "-m", "bytewax.run", spec.module, *spec.flags(root)]
+    argv = [sys.executable, "-m", "bytewax.run", spec.target, *spec.flags(root)]
     return argv, env
 
 
@@ -215,19 +210,20 @@ class Readiness:
 def run_once(
     spec: FlowSpec,
     root: Path,
+    config: Config,
     out: IO[str],
     stop: threading.Event,
     announce: IO[str] | None = None,
 ) -> int:
     """Run the flow until it exits or ``stop`` is set; output to ``out``, ``ready`` line to
     ``announce`` (default ``out``)."""
-    spec.prepare(root)
-    argv, env = flow_command(spec, root)
+    spec.prepare(root, config)
+    argv, env = flow_command(spec, root, config)
     cwd = project_root() or Path.cwd()
     child = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd
     )
-    readiness = Readiness(metrics_port(spec), spec.sessions())
+    readiness = Readiness(spec.metrics_port(config), spec.sessions(config))
     announced = threading.Event()
 
     def pump() -> None:
@@ -241,7 +237,7 @@ def run_once(
     reader.start()
     while child.poll() is None:
         if stop.wait(0.2):
-            _stop_child(child)
+            stop_child(child)
             break
         if not announced.is_set() and readiness.ready():
             announced.set()
@@ -257,25 +253,8 @@ def run_once(
     return child.wait()
 
 
-def _stop_child(child: subprocess.Popen[str]) -> None:
-    """SIGINT (Bytewax exits cleanly on it), then SIGKILL after a timeout."""
-    with contextlib.suppress(ProcessLookupError):
-        child.send_signal(signal.SIGINT)
-    try:
-        child.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
-
-
-def stop_on_signals(stop: threading.Event) -> None:
-    """Set ``stop`` on SIGTERM and SIGINT (instead of dying with the child still running)."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda _s, _f: stop.set())
-
-
-def supervise(name: str, root: Path) -> int:
-    """Run flow ``name`` forever, restarting it with exponential backoff, until SIGTERM/SIGINT."""
+def run_supervised(name: str, root: Path, config: Config) -> int:
+    """Run flow ``name`` under the supervisor until SIGTERM/SIGINT (one per stack: the lock)."""
     spec = FLOWS[name]
     lock = FlowLock(root, name)
     try:
@@ -285,23 +264,10 @@ def supervise(name: str, root: Path) -> int:
         return 1
     stop = threading.Event()
     stop_on_signals(stop)
-    backoff = BACKOFF_S[0]
     try:
-        while not stop.is_set():
-            started = time.monotonic()
-            code = run_once(spec, root, sys.stdout, stop)
-            if stop.is_set():
-                break
-            if time.monotonic() - started >= HEALTHY_RUN_S:
-                backoff = BACKOFF_S[0]
-            print(
-                f"supervisor {name}: flow exited with {code}; restart in {backoff:.0f}s", flush=True
-            )
-            stop.wait(backoff)
-            backoff = min(backoff * 2, BACKOFF_S[1])
+        return supervise(name, lambda stop: run_once(spec, root, config, sys.stdout, stop), stop)
     finally:
         lock.release()
-    return 0
 
 
 def start_supervised(root: Path, names: list[str], timeout_s: float = 90.0) -> list[str]:
@@ -316,7 +282,7 @@ def start_supervised(root: Path, names: list[str], timeout_s: float = 90.0) -> l
             [sys.executable, "-m", "ops.stack.flows", "supervise", name],
             log,
             root / "run" / f"{name}-supervisor.pid",
-            env={**os.environ, "F2_STACK_DIR": str(root), "PYTHONUNBUFFERED": "1"},
+            env=child_environment({"F2_STACK_DIR": str(root), "PYTHONUNBUFFERED": "1"}),
             cwd=project_root(),
         )
         if not procs.wait_until(
@@ -347,7 +313,7 @@ def stop_supervised(root: Path) -> list[str]:
     return stopped
 
 
-def status_rows(root: Path) -> list[dict[str, object]]:
+def status_rows(root: Path, config: Config) -> list[dict[str, object]]:
     """One row per flow that runs (or was started and is gone) on this stack."""
     rows = []
     for name, spec in FLOWS.items():
@@ -357,12 +323,12 @@ def status_rows(root: Path) -> list[dict[str, object]]:
             continue
         state = "down"
         if pid is not None:
-            state = "ready" if procs.port_open(metrics_port(spec)) else "starting"
+            state = "ready" if procs.port_open(spec.metrics_port(config)) else "starting"
         rows.append(
             {
                 "service": f"flow:{name}",
                 "state": state,
-                "port": metrics_port(spec),
+                "port": spec.metrics_port(config),
                 "pid": pid,
                 "rss_mb": procs.rss_mb(pid) if pid else None,
                 "log": str(log_file(root, name)) if supervised else "(foreground: f2 run)",
@@ -376,9 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["supervise"])
     parser.add_argument("flow", choices=sorted(FLOWS))
     args = parser.parse_args(argv)
-    from schemas.settings import stack_dir
-
-    return supervise(args.flow, stack_dir())
+    config = load_config()
+    return run_supervised(args.flow, Path(config.connections.stack_dir), config)
 
 
 if __name__ == "__main__":

@@ -2,28 +2,29 @@
 
 ``f2 stack up --flows`` (and ``--monitoring``) start ``python -m ops.stack.health_proc supervise``:
 it runs ``f2 health serve`` (port ``F2_HEALTH_PORT``, default 8000 + the stack's port offset) and
-restarts it with exponential backoff (1 s doubling to 60 s) if it exits. Output goes to
+restarts it when it exits (:mod:`ops.stack.supervisor`). Output goes to
 ``<stack>/logs/health.log``; the supervisor's pid to ``<stack>/run/health-supervisor.pid``.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
-from ops.health.rules import load_health_settings
 from ops.stack import flows, procs
 from ops.stack.services import ServiceError
-from schemas.settings import READER_DB_ROLE, project_root, stack_dir
+from ops.stack.supervisor import stop_on_signals, supervise, wait_child
+from schemas.settings import (
+    READER_DB_ROLE,
+    HealthSettings,
+    child_environment,
+    load_config,
+    project_root,
+)
 
 NAME = "health"
-BACKOFF_S = (1.0, 60.0)
-HEALTHY_RUN_S = 60.0
 
 
 def log_file(root: Path) -> Path:
@@ -34,11 +35,11 @@ def supervisor_pid_file(root: Path) -> Path:
     return root / "run" / f"{NAME}-supervisor.pid"
 
 
-def start_supervised(root: Path, timeout_s: float = 30.0) -> bool:
+def start_supervised(root: Path, settings: HealthSettings, timeout_s: float = 30.0) -> bool:
     """Start the supervisor unless it runs; wait until the API answers. True if started."""
     if procs.read_pid(supervisor_pid_file(root)) is not None:
         return False
-    port = load_health_settings().port
+    port = settings.port
     if procs.port_open(port):
         raise ServiceError(f"health: port {port} is already taken (set F2_HEALTH_PORT)")
     procs.spawn(
@@ -47,9 +48,7 @@ def start_supervised(root: Path, timeout_s: float = 30.0) -> bool:
         supervisor_pid_file(root),
         env={
             **flows.role_dsns(root, READER_DB_ROLE),
-            **os.environ,
-            "F2_STACK_DIR": str(root),
-            "PYTHONUNBUFFERED": "1",
+            **child_environment({"F2_STACK_DIR": str(root), "PYTHONUNBUFFERED": "1"}),
         },
         cwd=project_root(),
     )
@@ -71,12 +70,12 @@ def stop_supervised(root: Path) -> bool:
     return True
 
 
-def status_rows(root: Path) -> list[dict[str, object]]:
+def status_rows(root: Path, settings: HealthSettings) -> list[dict[str, object]]:
     """The health API's row for ``f2 stack status`` (none if it was never started here)."""
     pid = procs.read_pid(supervisor_pid_file(root))
     if pid is None and not supervisor_pid_file(root).exists():
         return []
-    port = load_health_settings().port
+    port = settings.port
     state = "down" if pid is None else "ready" if procs.port_open(port) else "starting"
     return [
         {
@@ -90,35 +89,25 @@ def status_rows(root: Path) -> list[dict[str, object]]:
     ]
 
 
-def supervise() -> int:
-    """Run ``f2 health serve`` until SIGTERM/SIGINT, restarting it when it exits."""
+def run_supervised() -> int:
+    """Run ``f2 health serve`` under the supervisor until SIGTERM/SIGINT."""
     stop = threading.Event()
-    child: list[subprocess.Popen[bytes]] = []
+    stop_on_signals(stop)
 
-    def on_signal(_signum: int, _frame: object) -> None:
-        stop.set()
-        if child and child[0].poll() is None:
-            child[0].terminate()
+    def serve(stop: threading.Event) -> int:
+        argv = [sys.executable, "-m", "ops.cli", "health", "serve"]
+        return wait_child(subprocess.Popen(argv, cwd=project_root()), stop)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    backoff = BACKOFF_S[0]
-    while not stop.is_set():
-        started = time.monotonic()
-        child[:] = [subprocess.Popen([sys.executable, "-m", "ops.cli", "health", "serve"])]
-        code = child[0].wait()
-        if stop.is_set():
-            break
-        if time.monotonic() - started >= HEALTHY_RUN_S:
-            backoff = BACKOFF_S[0]
-        print(f"supervisor health: exited with {code}; restart in {backoff:.0f}s", flush=True)
-        stop.wait(backoff)
-        backoff = min(backoff * 2, BACKOFF_S[1])
-    return 0
+    return supervise(NAME, serve, stop)
+
+
+def main(argv: list[str]) -> int:
+    if argv != ["supervise"]:
+        print("usage: python -m ops.stack.health_proc supervise", file=sys.stderr)
+        return 2
+    load_config()  # fails early, with the variable named, on a bad setting
+    return run_supervised()
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["supervise"]:
-        sys.exit("usage: python -m ops.stack.health_proc supervise")
-    os.environ.setdefault("F2_STACK_DIR", str(stack_dir()))
-    sys.exit(supervise())
+    sys.exit(main(sys.argv[1:]))

@@ -26,24 +26,26 @@ from schemas.settings import (
     PIPELINE_DB_ROLE,
     READER_DB_ROLE,
     TIMESERIES_DB,
+    Config,
     StackInfo,
+    StackSettings,
+    load_config,
     load_settings,
-    stack_dir,
+    local_dsn,
 )
 
 SERVICE_ORDER = ("postgres", "mosquitto", "kafka", "redis")
-DEFAULT_PARTITIONS = 4
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def load_or_create_info(root: Path) -> StackInfo:
+def load_or_create_info(root: Path, offset: int = 0) -> StackInfo:
     """The stack's ports and credentials; generated (random secrets) on the first ``up``.
 
-    Ports are the defaults plus ``F2_STACK_PORT_OFFSET`` (so a second, isolated stack can run
-    beside the first, e.g. for fault tests or a CI check in another checkout).
+    Ports are the defaults plus ``offset`` (``F2_STACK_PORT_OFFSET``: a second, isolated stack can
+    run beside the first, e.g. for fault tests or a CI check in another checkout).
     """
     path = root / "stack.json"
     if path.exists():
@@ -59,7 +61,6 @@ def load_or_create_info(root: Path) -> StackInfo:
         os.chmod(path, 0o600)
         return info
     root.mkdir(parents=True, exist_ok=True)
-    offset = int(os.environ.get("F2_STACK_PORT_OFFSET", "0"))
     info = StackInfo(
         postgres_port=DEFAULT_PORTS["postgres"] + offset,
         mosquitto_port=DEFAULT_PORTS["mosquitto"] + offset,
@@ -77,30 +78,28 @@ def load_or_create_info(root: Path) -> StackInfo:
     return info
 
 
-def services(root: Path, info: StackInfo) -> dict[str, Service]:
-    return {name: SERVICE_CLASSES[name](root, info) for name in SERVICE_ORDER}
+def services(root: Path, info: StackInfo, settings: StackSettings) -> dict[str, Service]:
+    return {name: SERVICE_CLASSES[name](root, info, settings) for name in SERVICE_ORDER}
 
 
-def topic_partitions() -> int:
-    return int(os.environ.get("F2_KAFKA_PARTITIONS", str(DEFAULT_PARTITIONS)))
-
-
-def topic_config() -> dict[str, str]:
+def topic_config(settings: StackSettings) -> dict[str, str]:
     """Retention of the pipeline's topics (Apache Kafka honours it; Tansu ignores it)."""
     return {
-        "retention.ms": os.environ.get("F2_KAFKA_RETENTION_MS", str(7 * 24 * 3600 * 1000)),
-        "retention.bytes": os.environ.get("F2_KAFKA_RETENTION_BYTES", str(256 * 1024 * 1024)),
+        "retention.ms": str(settings.kafka_retention_ms),
+        "retention.bytes": str(settings.kafka_retention_bytes),
     }
 
 
-def create_topics(bootstrap: str, topics: list[str], partitions: int) -> list[str]:
-    """Create the pipeline's topics where missing; return the names created."""
+def create_topics(
+    bootstrap: str, topics: list[str], partitions: int, config: dict[str, str] | None = None
+) -> list[str]:
+    """Create the pipeline's topics where missing (with the topic ``config``); the names created."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=10).topics)
     wanted = [
-        NewTopic(name, num_partitions=partitions, replication_factor=1, config=topic_config())
+        NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})
         for name in topics
         if name not in existing
     ]
@@ -118,10 +117,14 @@ def create_topics(bootstrap: str, topics: list[str], partitions: int) -> list[st
 class Stack:
     """The local stack rooted at one directory."""
 
-    def __init__(self, root: Path | None = None) -> None:
-        self.root = root or stack_dir()
-        self.info = load_or_create_info(self.root)
-        self.services = services(self.root, self.info)
+    def __init__(self, root: Path | None = None, config: Config | None = None) -> None:
+        """The stack at ``root`` (default: the configured one). ``config``: the settings the
+        entry point read (default: read them here, for tools and tests)."""
+        self.config = config or load_config()
+        self.settings = self.config.stack
+        self.root = root or Path(self.config.connections.stack_dir)
+        self.info = load_or_create_info(self.root, self.settings.port_offset)
+        self.services = services(self.root, self.info, self.settings)
 
     def service(self, name: str) -> Service:
         try:
@@ -147,23 +150,23 @@ class Stack:
                 f"{name}: started on 127.0.0.1:{service.port} in {time.monotonic() - started:.1f}s"
             )
         if name == "postgres":
-            settings = load_settings()
-            for folder, database, dsn in (
-                ("params", PARAMS_DB, settings.params_dsn),
-                ("timeseries", TIMESERIES_DB, settings.timeseries_dsn),
-            ):
-                applied = migrate(dsn, folder)
+            for database in (PARAMS_DB, TIMESERIES_DB):
+                folder = "params" if database == PARAMS_DB else "timeseries"
+                dsn = local_dsn(self.info, database)
+                applied = migrate(dsn, folder, self.config.migrate, self.config.timescale)
                 if applied:
                     _log(f"postgres: {database}: applied {', '.join(applied)}")
-            set_role_passwords(settings.timeseries_dsn, self.role_passwords())
+            set_role_passwords(local_dsn(self.info, TIMESERIES_DB), self.role_passwords())
         if name == "kafka":
             if not was_running:
                 self._reset_flow_state()
-            settings = load_settings()
-            topics = [settings.raw_topic, settings.decoded_topic, settings.dlq_topic]
-            created = create_topics(settings.kafka_bootstrap, topics, topic_partitions())
+            c = self.config.connections
+            topics = [c.raw_topic, c.decoded_topic, c.dlq_topic]
+            partitions = self.settings.kafka_partitions
+            bootstrap = f"127.0.0.1:{self.info.kafka_port}"
+            created = create_topics(bootstrap, topics, partitions, topic_config(self.settings))
             if created:
-                _log(f"kafka: created {', '.join(created)} ({topic_partitions()} partitions each)")
+                _log(f"kafka: created {', '.join(created)} ({partitions} partitions each)")
 
     def role_passwords(self) -> dict[str, str]:
         """The passwords of the database roles the flows and readers log in as."""
@@ -213,10 +216,10 @@ class Stack:
                     "log": str(service.log_file),
                 }
             )
-        return rows + flows.status_rows(self.root) + monitoring.status_rows(self)
+        return rows + flows.status_rows(self.root, self.config) + monitoring.status_rows(self)
 
     def env_lines(self) -> list[str]:
-        settings = load_settings()
+        settings = load_settings({"F2_STACK_DIR": str(self.root)})
         values = {
             "F2_STACK_DIR": str(self.root),
             "F2_MQTT_HOST": settings.mqtt_host,

@@ -13,10 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from ops.health.rules import load_health_settings
 from ops.stack import flows, health_proc, packages, procs
 from ops.stack.services import Service
-from schemas.settings import DEFAULT_PORTS, StackInfo, project_root
+from schemas.settings import DEFAULT_PORTS, Config, StackInfo, project_root
 
 PROMETHEUS_PACKAGE = {"prometheus": Path("/usr/bin/prometheus")}
 SCRAPE_INTERVAL = "5s"
@@ -25,6 +24,7 @@ SCRAPE_INTERVAL = "5s"
 class StackLike(Protocol):
     root: Path
     info: StackInfo
+    config: Config
     services: dict[str, Service]
 
 
@@ -37,6 +37,10 @@ class Prometheus(Service):
 
     name = "prometheus"
 
+    def __init__(self, root: Path, info: StackInfo, config: Config) -> None:
+        super().__init__(root, info, config.stack)
+        self.pipeline = config
+
     @property
     def port(self) -> int:
         offset = self.info.postgres_port - DEFAULT_PORTS["postgres"]
@@ -44,10 +48,11 @@ class Prometheus(Service):
 
     def config(self) -> str:
         """The scrape configuration for this stack's ports."""
+        config = self.pipeline
         targets = {
-            name: f"127.0.0.1:{flows.metrics_port(spec)}" for name, spec in flows.FLOWS.items()
+            name: f"127.0.0.1:{spec.metrics_port(config)}" for name, spec in flows.FLOWS.items()
         }
-        targets["health"] = f"127.0.0.1:{load_health_settings().port}"
+        targets["health"] = f"127.0.0.1:{config.health.port}"
         targets["prometheus"] = f"127.0.0.1:{self.port}"
         jobs = "".join(
             f"  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
@@ -86,11 +91,11 @@ class Prometheus(Service):
 
 def start(stack: StackLike, prometheus: bool) -> None:
     """Start the health API, and Prometheus if asked (each only if not running)."""
-    if health_proc.start_supervised(stack.root):
-        _log(f"health: API on 127.0.0.1:{load_health_settings().port}")
+    if health_proc.start_supervised(stack.root, stack.config.health):
+        _log(f"health: API on 127.0.0.1:{stack.config.health.port}")
     if prometheus:
         packages.ensure(PROMETHEUS_PACKAGE)
-        service = Prometheus(stack.root, stack.info)
+        service = Prometheus(stack.root, stack.info, stack.config)
         if not service.running():
             service.start()
             _log(f"prometheus: started on 127.0.0.1:{service.port}")
@@ -98,7 +103,7 @@ def start(stack: StackLike, prometheus: bool) -> None:
 
 def stop(stack: StackLike) -> None:
     """Stop Prometheus and the health API if this stack started them."""
-    if Prometheus(stack.root, stack.info).stop():
+    if Prometheus(stack.root, stack.info, stack.config).stop():
         _log("prometheus: stopped")
     if health_proc.stop_supervised(stack.root):
         _log("health: stopped")
@@ -106,8 +111,8 @@ def stop(stack: StackLike) -> None:
 
 def status_rows(stack: StackLike) -> list[dict[str, object]]:
     """Rows for ``f2 stack status``: the health API and Prometheus when started."""
-    rows = health_proc.status_rows(stack.root)
-    service = Prometheus(stack.root, stack.info)
+    rows = health_proc.status_rows(stack.root, stack.config.health)
+    service = Prometheus(stack.root, stack.info, stack.config)
     pid = service.pid()
     if pid is not None or service.pid_file.exists():
         state = "down"
@@ -131,7 +136,7 @@ def log_files(stack: StackLike) -> dict[str, Path]:
     files = {name: service.log_file for name, service in stack.services.items()}
     files.update({name: flows.log_file(stack.root, name) for name in flows.FLOWS})
     files["health"] = health_proc.log_file(stack.root)
-    files["prometheus"] = Prometheus(stack.root, stack.info).log_file
+    files["prometheus"] = Prometheus(stack.root, stack.info, stack.config).log_file
     return files
 
 

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from schemas.settings import child_environment
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 # package -> a file that proves it is installed
@@ -41,7 +43,7 @@ def ensure(packages: dict[str, Path] | None = None) -> None:
             "install them with: sudo apt-get update && sudo " + " ".join(command)
         )
     print(f"installing Debian packages: {' '.join(names)}", file=sys.stderr, flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    env = child_environment({"DEBIAN_FRONTEND": "noninteractive"})
     subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
     still = missing(packages)

@@ -25,16 +25,20 @@ from ops.stack import procs
 from ops.stack.packages import PG_BIN
 from schemas.settings import (
     DB_USER,
+    OPERATOR_MQTT_USER,
     PARAMS_DB,
     PIPELINE_MQTT_USER,
     SIM_MQTT_USER,
     TIMESERIES_DB,
     StackInfo,
+    StackSettings,
 )
 
 READY_TIMEOUT_S = 60.0
-OPERATOR_MQTT_USER = "f2-operator"
 OPERATOR_PASSWORD_FILE = "mqtt-operator-password"
+
+
+DEFAULTS = StackSettings()
 
 
 class ServiceError(RuntimeError):
@@ -46,9 +50,10 @@ class Service:
 
     name = ""
 
-    def __init__(self, root: Path, info: StackInfo) -> None:
+    def __init__(self, root: Path, info: StackInfo, settings: StackSettings = DEFAULTS) -> None:
         self.root = root
         self.info = info
+        self.settings = settings
         self.dir = root / self.name
 
     @property
@@ -427,15 +432,15 @@ class Mosquitto(Service):
 
     @property
     def tls_port(self) -> int:
-        return int(os.environ.get("F2_MQTT_TLS_PORT", str(self.port + 1)))
+        return self.settings.mqtt_tls_port or self.port + 1
 
     @property
     def mtls_port(self) -> int:
-        return int(os.environ.get("F2_MQTT_MTLS_PORT", str(self.port + 2)))
+        return self.settings.mqtt_mtls_port or self.port + 2
 
     @property
     def secrets(self) -> Path:
-        return secret_files.secrets_dir(self.root)
+        return secret_files.secrets_dir(self.root, self.settings)
 
     @property
     def tls_dir(self) -> Path:
@@ -464,9 +469,9 @@ class Mosquitto(Service):
             tls_dir=self.dir / "tls",
             # Every change = one full rewrite of mosquitto.db per message: measured 106-586 msg/s
             # (and falling as the queue grows); 10000 changes keeps ~4,000 msg/s with 60k queued.
-            autosave=os.environ.get("F2_MQTT_AUTOSAVE_CHANGES", "10000"),
-            max_queued=os.environ.get("F2_MQTT_MAX_QUEUED_MESSAGES", "3000000"),
-            max_queued_bytes=os.environ.get("F2_MQTT_MAX_QUEUED_BYTES", str(1 << 30)),
+            autosave=self.settings.mqtt_autosave_changes,
+            max_queued=self.settings.mqtt_max_queued_messages,
+            max_queued_bytes=self.settings.mqtt_max_queued_bytes,
         )
         (self.dir / "mosquitto.conf").write_text(conf)
         self.write_auth()

@@ -12,52 +12,15 @@ The chosen backend is visible in the database itself: ``SELECT f2_storage_backen
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from pathlib import Path
 
-import msgspec
 import psycopg
+
+from schemas.settings import TimescaleSettings
 
 PLAIN = "postgres"
 TIMESCALE = "timescaledb"
 _SUFFIXES = {"_plain.sql": PLAIN, "_timescale.sql": TIMESCALE}
-
-
-class TimescaleSettings(msgspec.Struct, frozen=True):
-    """``F2_STORAGE_BACKEND`` and the ``F2_TSDB_*`` knobs (PostgreSQL interval strings; a
-    retention of ``off`` means no retention policy; unset or empty variables take the default)."""
-
-    backend: str = "auto"
-    chunk_interval: str = "1 day"
-    events_chunk_interval: str = "7 days"
-    compress_after: str = "2 days"
-    retention: str = "365 days"
-    refresh_start: str = "7 days"
-    refresh_end: str = "1 hour"
-    refresh_every: str = "30 minutes"
-
-
-_ENV = {
-    "backend": "F2_STORAGE_BACKEND",
-    "chunk_interval": "F2_TSDB_CHUNK_INTERVAL",
-    "events_chunk_interval": "F2_TSDB_EVENTS_CHUNK_INTERVAL",
-    "compress_after": "F2_TSDB_COMPRESS_AFTER",
-    "retention": "F2_TSDB_RETENTION",
-    "refresh_start": "F2_TSDB_REFRESH_START",
-    "refresh_end": "F2_TSDB_REFRESH_END",
-    "refresh_every": "F2_TSDB_REFRESH_EVERY",
-}
-
-
-def load_timescale_settings(environ: Mapping[str, str] | None = None) -> TimescaleSettings:
-    """:class:`TimescaleSettings` from the environment, defaults for what is unset."""
-    env = os.environ if environ is None else environ
-    values = {field: env[name] for field, name in _ENV.items() if env.get(name)}
-    settings = TimescaleSettings(**values)
-    if settings.backend not in ("auto", PLAIN, TIMESCALE):
-        raise ValueError(f"F2_STORAGE_BACKEND must be auto, {PLAIN} or {TIMESCALE}")
-    return settings
 
 
 def file_backend(path: Path) -> str | None:

@@ -9,7 +9,6 @@ database's backend; on TimescaleDB, chunk intervals and policies are then (re)ap
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import psycopg
@@ -20,18 +19,18 @@ from ops.storage.backend import (
     choose_backend,
     configure_timescale,
     file_backend,
-    load_timescale_settings,
 )
-from schemas.settings import project_root
+from schemas.settings import MigrateSettings, TimescaleSettings, project_root
 
 MIGRATION_LOCK_ID = 0x46320001
+DEFAULTS = MigrateSettings()
+TIMESCALE_DEFAULTS = TimescaleSettings()
 
 
-def migrations_dir() -> Path:
+def migrations_dir(settings: MigrateSettings = DEFAULTS) -> Path:
     """``F2_MIGRATIONS_DIR``, else ``migrations/`` of the source checkout."""
-    configured = os.environ.get("F2_MIGRATIONS_DIR")
-    if configured:
-        return Path(configured)
+    if settings.migrations_dir:
+        return Path(settings.migrations_dir)
     root = project_root()
     if root is None:
         raise RuntimeError("cannot find the migrations: set F2_MIGRATIONS_DIR")
@@ -64,9 +63,16 @@ def set_role_passwords(dsn: str, passwords: dict[str, str]) -> list[str]:
     return done
 
 
-def migrate(dsn: str, database: str) -> list[str]:
-    """Apply the pending migrations of ``migrations/<database>/`` to ``dsn``; return their names."""
-    files = sorted((migrations_dir() / database).glob("*.sql"))
+def migrate(
+    dsn: str,
+    database: str,
+    settings: MigrateSettings = DEFAULTS,
+    timescale: TimescaleSettings = TIMESCALE_DEFAULTS,
+) -> list[str]:
+    """Apply the pending migrations of ``migrations/<database>/`` to ``dsn``; return their names.
+    ``timescale``: the backend to use (``auto``: TimescaleDB where the extension is available)
+    and its policies."""
+    files = sorted((migrations_dir(settings) / database).glob("*.sql"))
     done: list[str] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
@@ -77,8 +83,7 @@ def migrate(dsn: str, database: str) -> list[str]:
         try:
             backend = None
             if any(file_backend(path) for path in files):
-                settings = load_timescale_settings()
-                backend = choose_backend(conn, settings.backend)
+                backend = choose_backend(conn, timescale.backend)
                 files = [path for path in files if file_backend(path) in (None, backend)]
             for path in pending(conn, files):
                 with conn.transaction():
@@ -88,7 +93,7 @@ def migrate(dsn: str, database: str) -> list[str]:
                     )
                 done.append(path.name)
             if backend == TIMESCALE:
-                configure_timescale(conn, settings)
+                configure_timescale(conn, timescale)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
     return done

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from bench import e2e
-from bench.common import bucket_diff, histogram_buckets, last_json_object, parse_metrics, quantile
+from bench.common import last_json_object
 from bench.report import build_results, render_markdown, write_report
 from bench.simulator import broker_load, summarize
+from ops.health.flow_metrics import buckets, parse, quantile_of, share_at_or_below
 
 REQUIRED = {
     "decode": ("msgs_per_s", "naive_msgs_per_s"),
@@ -169,26 +170,26 @@ def test_a_failed_benchmark_keeps_the_shape_and_is_listed():
 
 
 def test_histogram_quantiles_from_a_diff_of_two_scrapes():
-    before = parse_metrics(
+    before = parse(
         'f2_e2e_latency_seconds_bucket{since="device",le="0.5"} 10\n'
         'f2_e2e_latency_seconds_bucket{since="device",le="1.0"} 10\n'
         'f2_e2e_latency_seconds_bucket{since="device",le="+Inf"} 10\n'
-        'f2_e2e_latency_seconds_bucket{since="receive",le="+Inf"} 99\n'
+        'f2_e2e_latency_seconds_bucket{since="receive",le="+Inf"} 99\n',
+        1.0,
     )
-    after = parse_metrics(
+    after = parse(
         'f2_e2e_latency_seconds_bucket{since="device",le="0.5"} 60\n'
         'f2_e2e_latency_seconds_bucket{since="device",le="1.0"} 108\n'
-        'f2_e2e_latency_seconds_bucket{since="device",le="+Inf"} 110\n'
+        'f2_e2e_latency_seconds_bucket{since="device",le="+Inf"} 110\n',
+        2.0,
     )
-    name, label = "f2_e2e_latency_seconds", 'since="device"'
-    diff = bucket_diff(
-        histogram_buckets(after, name, label), histogram_buckets(before, name, label)
-    )
+    diff = buckets(before, after, "f2_e2e_latency_seconds", since="device")
     assert diff == [(0.5, 50.0), (1.0, 98.0), (float("inf"), 100.0)]
-    assert quantile(diff, 0.5) == pytest.approx(0.5)
-    assert quantile(diff, 0.75) == pytest.approx(0.5 + 0.5 * 25 / 48)
-    assert quantile(diff, 0.99) == pytest.approx(1.0)  # in +Inf: the largest finite bound
-    assert quantile([], 0.5) is None
+    assert quantile_of(diff, 0.5) == pytest.approx(0.5)
+    assert quantile_of(diff, 0.75) == pytest.approx(0.5 + 0.5 * 25 / 48)
+    assert quantile_of(diff, 0.99) == pytest.approx(1.0)  # in +Inf: the largest finite bound
+    assert quantile_of([], 0.5) is None
+    assert share_at_or_below(diff, 0.5) == pytest.approx(0.5)
 
 
 def test_last_json_object_after_other_output():

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.decode_step import DecodeStep
-from schemas.privacy import PrivacySettings
+from schemas.limits import DEFAULT_LIMITS
 from schemas.records import ControllerEntry, DataPointDef, RawMessage, SensorEntry
+from schemas.settings import PrivacySettings
 
 MAC = "e4fd45f654be"
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -31,7 +32,9 @@ class OneControllerStore:
 
 
 def dead_letters(topic: str, payload: bytes) -> list[tuple[bytes, bytes | None]]:
-    step = DecodeStep(OneControllerStore, "decoded", "dlq", lambda: NOW, PrivacySettings())
+    step = DecodeStep(
+        OneControllerStore, "decoded", "dlq", PrivacySettings(), DEFAULT_LIMITS, lambda: NOW
+    )
     (out,) = step([RawMessage(topic, payload)])
     return [
         (dict(record.headers)["reason"], dict(record.headers).get("label")) for record in out.dlq
@@ -49,7 +52,7 @@ def test_two_data_points_with_one_label_and_reason_give_one_dead_letter() -> Non
 VALUES = st.one_of(
     st.booleans(),
     st.integers(),
-    st.floats(allow_nan=False),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=30),
     st.just("a\x00b"),
     st.lists(st.integers(), max_size=2),

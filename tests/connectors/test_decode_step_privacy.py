@@ -6,8 +6,10 @@ import json
 from datetime import UTC, datetime
 
 from connectors.decode_step import DecodeStep
-from schemas.privacy import PrivacySettings, hash_card_id
+from schemas.limits import DEFAULT_LIMITS
+from schemas.privacy import hash_card_id
 from schemas.records import ControllerEntry, RawMessage
+from schemas.settings import PrivacySettings
 
 MAC = "e4fd45f654be"
 KEY = b"0123456789abcdef-test-key"
@@ -20,7 +22,7 @@ class OneControllerStore:
 
 
 def decode(privacy: PrivacySettings, component: str, payload: dict) -> tuple[list, list]:
-    step = DecodeStep(OneControllerStore, "decoded", "dlq", lambda: NOW, privacy)
+    step = DecodeStep(OneControllerStore, "decoded", "dlq", privacy, DEFAULT_LIMITS, lambda: NOW)
     raw = RawMessage(
         f"tele/f2-{MAC}/access-control-mode/J3/{component}", json.dumps(payload).encode()
     )
@@ -30,7 +32,7 @@ def decode(privacy: PrivacySettings, component: str, payload: dict) -> tuple[lis
 
 def test_reader_card_ids_are_stored_and_published_as_their_hash() -> None:
     payload = {"timestamp": "2026-11-26 11:59:00.000000", "data": "b'A1B2C3D4'"}
-    rows, records = decode(PrivacySettings(reader_hash_key=KEY), "reader-1", payload)
+    rows, records = decode(PrivacySettings(reader_hash_key=KEY.decode()), "reader-1", payload)
     digest = hash_card_id("A1B2C3D4", KEY)
     assert [r["value"] for r in records] == [digest]
     assert rows[0].value_text == digest and "A1B2C3D4" not in rows[0].columns()
@@ -41,5 +43,5 @@ def test_without_a_key_or_for_other_components_values_are_unchanged() -> None:
     _, records = decode(PrivacySettings(), "reader-1", payload)
     assert [r["value"] for r in records] == ["A1B2C3D4"]
     door = {"timestamp": "2026-11-26 11:59:00.000000", "door-sensor-1": True}
-    _, records = decode(PrivacySettings(reader_hash_key=KEY), "door-sensors", door)
+    _, records = decode(PrivacySettings(reader_hash_key=KEY.decode()), "door-sensors", door)
     assert [r["value"] for r in records] == [True]

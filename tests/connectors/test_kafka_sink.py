@@ -18,8 +18,8 @@ from connectors.kafka_sink import (
     CheckedKafkaPartitionedSink,
     CheckedKafkaSink,
     DeadLetters,
-    env_config,
 )
+from schemas.settings import DecodeSettings, kafka_client_settings, load_section
 from schemas.wire import DEAD_LETTER_VALUE_BYTES, KafkaRecord
 
 DLQ = DeadLetters("dlq_iot_data", "ingest")
@@ -261,7 +261,7 @@ def test_env_passes_librdkafka_settings_through(tmp_path) -> None:
         "F2_KAFKA_PARTITIONS": "4",
         "F2_KAFKA_RETENTION_MS": "3600000",
     }
-    assert env_config(env) == {
+    assert kafka_client_settings(env) == {
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.password": "s3cret",
@@ -314,9 +314,12 @@ def test_partitioned_sink_spreads_keys_and_keeps_each_key_on_one_part() -> None:
     assert parts == [sink.part_fn(mac) % 4 for mac in macs]  # deterministic (not hash())
 
 
-def test_partitioned_sink_parts_default_to_the_recovery_partitions(monkeypatch) -> None:
-    monkeypatch.setenv("F2_DECODE_RECOVERY_PARTS", "6")
-    assert len(CheckedKafkaPartitionedSink({"bootstrap.servers": "x:1"}).list_parts()) == 6
+def test_partitioned_sink_parts_default_to_the_recovery_partitions() -> None:
+    decode = load_section(DecodeSettings, {"F2_DECODE_RECOVERY_PARTS": "6"})
+    sink = CheckedKafkaPartitionedSink({"bootstrap.servers": "x:1"}, decode.sink_parts)
+    assert len(sink.list_parts()) == 6
+    decode = load_section(DecodeSettings, {"F2_DECODE_KAFKA_PARTS": "3"})
+    assert len(CheckedKafkaPartitionedSink({}, decode.sink_parts).list_parts()) == 3
 
 
 def test_partitioned_sink_in_a_dataflow_delivers_every_record(producers) -> None:

@@ -8,8 +8,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from connectors import mqtt_source
-from connectors.mqtt_source import MqttSource, MqttSourceSettings, load_source_settings
-from schemas.settings import load_settings
+from connectors.mqtt_source import MqttSource, MqttSourceSettings, source_settings
+from schemas.settings import load_config
 
 
 class FakeClient:
@@ -173,11 +173,17 @@ def test_settings_from_environment() -> None:
         "F2_INGEST_RECEIVE_MAXIMUM": "500",
         "F2_MQTT_TLS": "1",
     }
-    config = load_source_settings(load_settings(env), env)
+    pipeline = load_config(env)
+    config = source_settings(pipeline.connections, pipeline.ingest)
     assert config.partitions == 6
     assert config.topic_filters == ("stat/#", "tele/#", "x/#")
     assert config.receive_maximum == 500 and config.tls
-    assert load_source_settings(load_settings(env), {}).topic_filters == ("stat/#", "tele/#")
+    assert config.state_dir == "/nonexistent/ingest-sessions"
+    default = load_config({"F2_STACK_DIR": "/nonexistent"})
+    assert source_settings(default.connections, default.ingest).topic_filters == (
+        "stat/#",
+        "tele/#",
+    )
 
 
 def publish_packet(topic: bytes, payload: bytes, mid: int, props: bytes = b"") -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
@@ -14,38 +13,29 @@ from pathlib import Path
 
 import msgspec
 import psycopg
-import pytest
 from confluent_kafka import Producer
 
 from connectors.recovery_dir import prepare_recovery
 from ops.stack.procs import wait_until
-from schemas.settings import Settings, load_settings
+from schemas.settings import Settings
+from tests.stacks import IsolatedStack
 
 ROOT = Path(__file__).resolve().parents[2]
-STACK_ENV = {"F2_STACK_DIR": "/tmp/decode-stack", "F2_STACK_PORT_OFFSET": "400"}
-METRICS_PORT = 3432
+METRICS_PORT = 3032  # decode's API port at offset 0: ``stack.port(METRICS_PORT)`` on a stack
 MACS = ("e4fd45f654be", "abc123def456", "123456abcdef")
 GOOD_FRAME = "01 03 06 09 C4 13 88 01 90 55 6F"  # 25.00 °C, 50.00 %, 400 ppm
 BAD_CRC_FRAME = "01 03 06 09 C4 13 88 01 90 55 60"
 
 
-def stack_cmd(*args: str) -> None:
-    env = {**os.environ, **STACK_ENV}
-    result = subprocess.run(
-        [sys.executable, "-m", "ops.cli", "stack", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"f2 stack {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+def stack_cmd(stack: IsolatedStack, *args: str) -> None:
+    """``f2 stack ARGS`` on the isolated decode stack; fails the test on a non-zero exit."""
+    stack.f2("stack", *args, timeout=300)
 
 
-def iso_stack() -> Settings:
+def iso_stack(stack: IsolatedStack) -> Settings:
     """The isolated stack (its own ports and directory), up."""
-    stack_cmd("up")
-    return load_settings({**os.environ, **STACK_ENV})
+    stack_cmd(stack, "up")
+    return stack.settings()
 
 
 class FlowProcess:
@@ -53,12 +43,14 @@ class FlowProcess:
 
     def __init__(
         self,
+        stack: IsolatedStack,
         module: str,
         workdir: Path,
         metrics_port: int,
         recovery: bool,
         env: dict[str, str] | None = None,
     ) -> None:
+        self.stack = stack
         self.module, self.workdir, self.port = module, workdir, metrics_port
         self.recovery = workdir / "recovery" if recovery else None
         self.env = env or {}
@@ -67,14 +59,13 @@ class FlowProcess:
     def start(self) -> None:
         flags = ["-s", "1"]
         if self.recovery is not None:
-            stack = Path(STACK_ENV["F2_STACK_DIR"])
-            prepare_recovery(self.recovery, 4, stack / "kafka" / "incarnation")
+            prepare_recovery(self.recovery, 4, self.stack.dir / "kafka" / "incarnation")
             flags += ["-r", str(self.recovery), "-b", "10"]
         log = open(self.workdir / f"{self.module}.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bytewax.run", self.module, *flags],
             cwd=self.workdir,
-            env={**flow_env(self.port), **self.env},
+            env={**flow_env(self.stack, self.port), **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -95,11 +86,10 @@ class FlowProcess:
         return total
 
 
-def flow_env(metrics_port: int) -> dict[str, str]:
+def flow_env(stack: IsolatedStack, metrics_port: int) -> dict[str, str]:
     """The environment of a flow process on the isolated stack."""
     return {
-        **os.environ,
-        **STACK_ENV,
+        **stack.environ(),
         "BYTEWAX_DATAFLOW_API_PORT": str(metrics_port),
         "F2_REGISTRY_REDIS_BACKOFF_S": "1",
         "PYTHONPATH": str(ROOT),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,21 +14,22 @@ import pytest
 
 from connectors.replay_reader import TopicReader
 from schemas.settings import Settings, load_settings
+from tests.stacks import IsolatedStack
 
 ROOT = Path(__file__).resolve().parents[2]
-STACK_ENV = {"F2_STACK_DIR": "/tmp/replay-stack", "F2_STACK_PORT_OFFSET": "900"}
+INGEST_PORT, DECODE_PORT, REPLAY_DECODE_PORT = 3041, 3042, 3043  # flow API ports at offset 0
 
 
-def env() -> dict[str, str]:
+def env(stack: IsolatedStack) -> dict[str, str]:
     """The environment of a process on the isolated stack."""
-    return {**os.environ, **STACK_ENV, "PYTHONPATH": str(ROOT), "F2_REGISTRY_REDIS_BACKOFF_S": "1"}
+    return stack.environ(PYTHONPATH=str(ROOT), F2_REGISTRY_REDIS_BACKOFF_S="1")
 
 
-def f2(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def f2(stack: IsolatedStack, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``f2 ARGS`` on the isolated stack; fails the test on a non-zero exit."""
     result = subprocess.run(
         [sys.executable, "-m", "ops.cli", *args],
-        env=env(),
+        env=env(stack),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -39,30 +39,32 @@ def f2(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def f2_json(*args: str) -> dict:
+def f2_json(stack: IsolatedStack, *args: str) -> dict:
     """The JSON report a ``f2 ... --json`` command prints."""
-    return json.loads(f2(*args, "--json", "--quiet").stdout)
+    return json.loads(f2(stack, *args, "--json", "--quiet").stdout)
 
 
-def iso_stack() -> Settings:
+def iso_stack(stack: IsolatedStack) -> Settings:
     """The isolated stack, up."""
-    f2("stack", "up", timeout=300)
-    return load_settings({**os.environ, **STACK_ENV})
+    f2(stack, "stack", "up", timeout=300)
+    return load_settings(env(stack))
 
 
-def fresh_stack() -> Settings:
+def fresh_stack(stack: IsolatedStack) -> Settings:
     """The isolated stack up, with a restarted (empty) Kafka: the topics hold only this test's."""
-    f2("stack", "up", timeout=300)
-    f2("stack", "stop", "kafka")
-    f2("stack", "start", "kafka")
-    return load_settings({**os.environ, **STACK_ENV})
+    f2(stack, "stack", "up", timeout=300)
+    f2(stack, "stack", "stop", "kafka")
+    f2(stack, "stack", "start", "kafka")
+    return load_settings(env(stack))
 
 
 class Flow:
-    """``python -m bytewax.run <module>`` on the isolated stack (no recovery: reads from start)."""
+    """``python -m bytewax.run <module>`` on the isolated stack (no recovery: reads from start);
+    its API on the stack's counterpart of ``api_port`` (a port at offset 0)."""
 
-    def __init__(self, module: str, workdir: Path, api_port: int) -> None:
-        self.module, self.workdir, self.port = module, workdir, api_port
+    def __init__(self, stack: IsolatedStack, module: str, workdir: Path, api_port: int) -> None:
+        self.stack, self.module, self.workdir = stack, module, workdir
+        self.port = stack.port(api_port)
         self.log = workdir / f"{module}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -70,7 +72,7 @@ class Flow:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bytewax.run", self.module, "-s", "1"],
             cwd=self.workdir,
-            env={**env(), "BYTEWAX_DATAFLOW_API_PORT": str(self.port)},
+            env={**env(self.stack), "BYTEWAX_DATAFLOW_API_PORT": str(self.port)},
             stdout=open(self.log, "ab"),
             stderr=subprocess.STDOUT,
         )

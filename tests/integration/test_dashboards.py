@@ -40,16 +40,21 @@ from tests.integration.obs_support import (
     start_flow,
     start_health,
 )
+from tests.stacks import IsolatedStack
 
 pytestmark = pytest.mark.integration
 
-INGEST_PORT, DECODE_PORT, HEALTH_PORT = 3731, 3732, 8731
+INGEST_API, DECODE_API, HEALTH_API = 3031, 3032, 8000  # ports at offset 0: stack.port(...)
 TOPICS = {"F2_TOPIC_RAW": "obs_raw", "F2_TOPIC_DECODED": "obs_decoded", "F2_TOPIC_DLQ": "obs_dlq"}
 
 
 @pytest.fixture(scope="module")
-def live(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def live(
+    stack: Settings, session_stack: IsolatedStack, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     """Both flows, the health API and a short simulator run; ``{process: /metrics text}``."""
+    ingest_port, decode_port = session_stack.port(INGEST_API), session_stack.port(DECODE_API)
+    health_port = session_stack.port(HEALTH_API)
     workdir = tmp_path_factory.mktemp("obs")
     create_topics(stack, list(TOPICS.values()))
     filters = ",".join(f"{kind}/f2-{mac}/#" for mac in SEED_MACS for kind in ("stat", "tele"))
@@ -62,23 +67,23 @@ def live(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         "F2_INGEST_CLIENT_PREFIX": f"f2-obs-test-{os.getpid()}",
         "F2_INGEST_SESSION_EXPIRY_S": "60",
         "F2_SILENT_AFTER_S": "2",
-        "F2_INGEST_METRICS_URL": f"http://127.0.0.1:{INGEST_PORT}/metrics",
-        "F2_DECODE_METRICS_URL": f"http://127.0.0.1:{DECODE_PORT}/metrics",
+        "F2_INGEST_METRICS_URL": f"http://127.0.0.1:{ingest_port}/metrics",
+        "F2_DECODE_METRICS_URL": f"http://127.0.0.1:{decode_port}/metrics",
         "F2_HEALTH_INTERVAL_S": "1",
     }
     procs = [
-        start_flow("dataflows.ingest", env, workdir, INGEST_PORT),
-        start_flow("dataflows.decode", env, workdir, DECODE_PORT),
+        start_flow("dataflows.ingest", env, workdir, ingest_port),
+        start_flow("dataflows.decode", env, workdir, decode_port),
     ]
     try:
-        procs.append(start_health(env, workdir, HEALTH_PORT))
+        procs.append(start_health(env, workdir, health_port))
         ingest_log = procs[0].log
         assert wait_until(lambda: "subscribed" in ingest_log.read_text(errors="replace"), 60)
-        assert wait_until(lambda: port_open(DECODE_PORT), 60), procs[1].log.read_text()[-3000:]
+        assert wait_until(lambda: port_open(decode_port), 60), procs[1].log.read_text()[-3000:]
         sim = [sys.executable, "-m", "simulator", "--rate", "60", "--duration", "4"]
         sim += ["--faults", "0.2", "--register", "--seed", "8"]
         subprocess.run(sim, env={**env, "PYTHONPATH": str(ROOT)}, cwd=ROOT, check=True, timeout=60)
-        decode_url = f"http://127.0.0.1:{DECODE_PORT}/metrics"
+        decode_url = f"http://127.0.0.1:{decode_port}/metrics"
         assert wait_until(
             lambda: (
                 metric(get_text(decode_url), "f2_store_rows_total", outcome="inserted")
@@ -89,9 +94,9 @@ def live(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         ), procs[1].log.read_text()[-3000:]
         time.sleep(3)  # silence threshold passes for sensors that did not report
         yield {
-            "ingest": get_text(f"http://127.0.0.1:{INGEST_PORT}/metrics"),
+            "ingest": get_text(f"http://127.0.0.1:{ingest_port}/metrics"),
             "decode": get_text(decode_url),
-            "health": get_text(f"http://127.0.0.1:{HEALTH_PORT}/metrics"),
+            "health": get_text(f"http://127.0.0.1:{health_port}/metrics"),
         }
     finally:
         for proc in reversed(procs):
@@ -110,18 +115,19 @@ def test_new_metrics_are_live(live: dict[str, str]):
     assert "f2_health_component_state{" in health
 
 
-def test_health_api_reports_every_component():
-    code, report = get_json(f"http://127.0.0.1:{HEALTH_PORT}/health")
+def test_health_api_reports_every_component(session_stack: IsolatedStack):
+    health = f"http://127.0.0.1:{session_stack.port(HEALTH_API)}"
+    code, report = get_json(f"{health}/health")
     assert set(report["components"]) == {
         "mqtt", "kafka", "params_db", "timeseries_db", "redis", "ingest", "decode"
     }  # fmt: skip
     assert report["status"] == "ok", report
     assert code == 200
     assert "backend" in report["components"]["timeseries_db"]["detail"]
-    code, one = get_json(f"http://127.0.0.1:{HEALTH_PORT}/health/decode")
+    code, one = get_json(f"{health}/health/decode")
     assert code == 200 and one["status"] == "ok"
-    assert get_json(f"http://127.0.0.1:{HEALTH_PORT}/health/nope")[0] == 404
-    _, status = get_json(f"http://127.0.0.1:{HEALTH_PORT}/status")
+    assert get_json(f"{health}/health/nope")[0] == 404
+    _, status = get_json(f"{health}/status")
     assert {"rates", "dlq", "lag", "devices", "broker"} <= set(status)
 
 

@@ -22,18 +22,20 @@ from tests.integration.decode_support import (
     iso_stack,
     stack_cmd,
 )
+from tests.stacks import IsolatedStack
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def iso() -> Settings:
-    return iso_stack()
+def iso(decode_stack: IsolatedStack) -> Settings:
+    return iso_stack(decode_stack)
 
 
 @pytest.fixture(scope="module")
-def decode(iso: Settings, tmp_path_factory) -> Iterator[FlowProcess]:
-    process = FlowProcess("dataflows.decode", tmp_path_factory.mktemp("decode"), METRICS_PORT, True)
+def decode(iso: Settings, decode_stack: IsolatedStack, tmp_path_factory) -> Iterator[FlowProcess]:
+    workdir, port = tmp_path_factory.mktemp("decode"), decode_stack.port(METRICS_PORT)
+    process = FlowProcess(decode_stack, "dataflows.decode", workdir, port, True)
     process.start()
     yield process
     process.kill()
@@ -146,8 +148,10 @@ def test_sigkill_twice_leaves_rows_exact(iso: Settings, decode: FlowProcess):
     assert dupes == 0
 
 
-def test_redis_down_decoding_continues_from_postgres(iso: Settings, decode: FlowProcess):
-    stack_cmd("stop", "redis")
+def test_redis_down_decoding_continues_from_postgres(
+    iso: Settings, decode: FlowProcess, decode_stack: IsolatedStack
+):
+    stack_cmd(decode_stack, "stop", "redis")
     try:
         flushes = decode.metric("f2_registry_refreshes_total", 'scope="all"')
         with psycopg.connect(iso.params_dsn, autocommit=True) as conn:
@@ -161,16 +165,18 @@ def test_redis_down_decoding_continues_from_postgres(iso: Settings, decode: Flow
         assert traffic.wait_stored() == (traffic.readings, traffic.events)
         assert decode.metric("f2_registry_failures_total", 'backend="redis"') > 0
     finally:
-        stack_cmd("start", "redis")
+        stack_cmd(decode_stack, "start", "redis")
 
 
 @pytest.mark.slow
-def test_postgres_down_10_s_nothing_dropped(iso: Settings, decode: FlowProcess):
+def test_postgres_down_10_s_nothing_dropped(
+    iso: Settings, decode: FlowProcess, decode_stack: IsolatedStack
+):
     traffic = Traffic(iso)
     traffic.send(500)
-    stack_cmd("stop", "postgres")
+    stack_cmd(decode_stack, "stop", "postgres")
     traffic.send(1500)
     time.sleep(10)
-    stack_cmd("start", "postgres")
+    stack_cmd(decode_stack, "start", "postgres")
     assert traffic.wait_stored(120) == (traffic.readings, traffic.events)
     assert decode.proc is not None and decode.proc.poll() is None

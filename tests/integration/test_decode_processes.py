@@ -26,11 +26,12 @@ from psycopg import sql
 from connectors.recovery_dir import prepare_recovery
 from ops.stack.local import create_topics
 from ops.stack.procs import port_open, wait_until
-from tests.integration.decode_support import STACK_ENV, Traffic, flow_env, iso_stack
+from tests.integration.decode_support import Traffic, flow_env, iso_stack
+from tests.stacks import IsolatedStack
 
 pytestmark = pytest.mark.integration
 
-METRICS_PORTS = (3436, 3437)
+BASE_PORTS = (3036, 3037)  # at offset 0: the processes' API ports are stack.port(...)
 FLEET_MACS = 3  # the three controllers Traffic writes for
 
 
@@ -43,17 +44,16 @@ def free_port() -> int:
 class DecodeCluster:
     """Two ``bytewax.run dataflows.decode`` processes forming one cluster, with recovery."""
 
-    def __init__(self, workdir: Path, topics: dict[str, str]) -> None:
-        self.workdir, self.topics = workdir, topics
+    def __init__(self, stack: IsolatedStack, workdir: Path, topics: dict[str, str]) -> None:
+        self.stack, self.workdir, self.topics = stack, workdir, topics
+        self.ports = tuple(stack.port(base) for base in BASE_PORTS)
         self.recovery = workdir / "recovery"
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> None:
-        prepare_recovery(
-            self.recovery, 4, Path(STACK_ENV["F2_STACK_DIR"]) / "kafka" / "incarnation"
-        )
-        addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in METRICS_PORTS)
-        for index, port in enumerate(METRICS_PORTS):
+        prepare_recovery(self.recovery, 4, self.stack.dir / "kafka" / "incarnation")
+        addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in self.ports)
+        for index, port in enumerate(self.ports):
             flags = ["-s", "1", "-r", str(self.recovery), "-b", "10", "-i", str(index)]
             log = open(self.workdir / f"decode-{index}.log", "ab")
             self.procs.append(
@@ -68,12 +68,12 @@ class DecodeCluster:
                         addresses,
                     ],
                     cwd=self.workdir,
-                    env={**flow_env(port), **self.topics},
+                    env={**flow_env(self.stack, port), **self.topics},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
             )
-        assert wait_until(lambda: all(port_open(p) for p in METRICS_PORTS), 60, 0.2)
+        assert wait_until(lambda: all(port_open(p) for p in self.ports), 60, 0.2)
 
     def kill(self) -> None:
         for proc in self.procs:
@@ -86,7 +86,7 @@ class DecodeCluster:
     def metric(self, name: str) -> float:
         """The sum of metric ``name`` over both processes."""
         total = 0.0
-        for port in METRICS_PORTS:
+        for port in self.ports:
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
             for line in text.decode().splitlines():
                 if line.startswith(name):
@@ -95,8 +95,8 @@ class DecodeCluster:
 
 
 @pytest.fixture()
-def setup(tmp_path: Path) -> Iterator[tuple[DecodeCluster, Traffic]]:
-    iso = iso_stack()
+def setup(decode_stack: IsolatedStack, tmp_path: Path) -> Iterator[tuple[DecodeCluster, Traffic]]:
+    iso = iso_stack(decode_stack)
     suffix = f"{int(time.time() * 1000)}"
     topics = {
         "F2_TOPIC_RAW": f"procs_raw_{suffix}",
@@ -120,7 +120,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[DecodeCluster, Traffic]]:
                 ),
                 (traffic.base, traffic.base + timedelta(minutes=1)),
             )
-    cluster = DecodeCluster(tmp_path, topics)
+    cluster = DecodeCluster(decode_stack, tmp_path, topics)
     yield cluster, traffic
     cluster.kill()
 
@@ -141,4 +141,4 @@ def test_two_processes_store_every_row_once_through_a_sigkill(setup) -> None:
     # One registry cache per process: each controller is loaded a few times at most (at start
     # and after the change feed's "forget everything" on connect), not once per batch.
     loads = cluster.metric("f2_registry_loads_total")
-    assert loads <= 2 * len(METRICS_PORTS) * FLEET_MACS
+    assert loads <= 2 * len(cluster.ports) * FLEET_MACS

@@ -1,4 +1,4 @@
-"""Fault tests of dataflows.ingest on an isolated stack (``/tmp/ingest-stack``, ports +300).
+"""Fault tests of dataflows.ingest on an isolated stack (a temporary directory, free ports).
 
 - SIGKILL of the flow process, twice, while the simulator publishes ≥ 20,000 QoS 1 messages:
   every acknowledged message is in ``raw_iot_data`` afterwards (duplicates allowed, reported).
@@ -11,7 +11,7 @@
   ``F2_INGEST_MAX_BUFFER_BYTES`` of payloads and stops reading; everything arrives afterwards.
 
 Both stop processes, so they never touch the shared stack: the fixture brings up a second,
-complete stack through ``f2 stack up`` and removes it with ``f2 stack down --purge``.
+complete stack through ``f2 stack up`` and stops and deletes it afterwards (``tests.stacks``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -37,32 +38,35 @@ from ops.health.flow_metrics import scrape
 from ops.health.rules import FlowWatch
 from ops.stack.procs import wait_until
 from schemas.settings import Settings, load_settings
+from tests.stacks import IsolatedStack, isolated_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-STACK_DIR = "/tmp/ingest-stack"
-PORT_OFFSET = "300"
 ROOT = Path(__file__).resolve().parents[2]
+API_PORT = 3031  # ingest's API port at offset 0: ``stack.port(API_PORT)`` on a stack
 
 
-def stack_env() -> dict[str, str]:
+def stack_env(stack: IsolatedStack) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("F2_", "BYTEWAX_"))}
     env.update(
-        F2_STACK_DIR=STACK_DIR,
-        F2_STACK_PORT_OFFSET=PORT_OFFSET,
-        F2_INGEST_METRICS_PORT="3331",
+        stack.env,
+        F2_INGEST_METRICS_PORT=str(stack.port(API_PORT)),
         PYTHONUNBUFFERED="1",
     )
     return env
 
 
-def f2(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def metrics_url(stack: IsolatedStack) -> str:
+    return f"http://127.0.0.1:{stack.port(API_PORT)}/metrics"
+
+
+def f2(stack: IsolatedStack, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "ops.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=stack_env(),
+        env=stack_env(stack),
         cwd=ROOT,
     )
     assert result.returncode == 0, f"f2 {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
@@ -70,32 +74,32 @@ def f2(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def isolated() -> Settings:
-    """A second, complete stack for tests that stop things; purged afterwards."""
-    f2("stack", "up")
-    try:
-        yield load_settings(stack_env())
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "ops.cli", "stack", "down", "--purge"],
-            env=stack_env(),
-            cwd=ROOT,
-            capture_output=True,
-            timeout=120,
-        )
+def ingest_stack() -> Iterator[IsolatedStack]:
+    """A second, complete stack for tests that stop things (``tests.stacks``: a temporary
+    directory, free ports), up; stopped and deleted after the module, however it ends."""
+    with isolated_stack() as stack:
+        f2(stack, "stack", "up")
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def isolated(ingest_stack: IsolatedStack) -> Settings:
+    """The settings of the isolated stack."""
+    return load_settings(stack_env(ingest_stack))
 
 
 class Flow:
     """The ingest flow as a plain ``bytewax.run`` process (what a pod runs), killable."""
 
-    def __init__(self, log: Path, env: dict[str, str] | None = None) -> None:
-        self.log = log
+    def __init__(self, stack: IsolatedStack, log: Path, env: dict[str, str] | None = None) -> None:
+        self.stack, self.log = stack, log
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**stack_env(), "BYTEWAX_DATAFLOW_API_PORT": "3331", **self.env}
-        env["BYTEWAX_DATAFLOW_API_CACHE_PATH"] = STACK_DIR
+        port = str(self.stack.port(API_PORT))
+        env = {**stack_env(self.stack), "BYTEWAX_DATAFLOW_API_PORT": port, **self.env}
+        env["BYTEWAX_DATAFLOW_API_CACHE_PATH"] = str(self.stack.dir)
         offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
@@ -159,8 +163,10 @@ def wait_for(bootstrap: str, topic: str, wanted: set, timeout_s: float) -> list:
         time.sleep(2)
 
 
-def test_sigkill_twice_loses_nothing(isolated: Settings, tmp_path: Path) -> None:
-    flow = Flow(tmp_path / "ingest.log")
+def test_sigkill_twice_loses_nothing(
+    isolated: Settings, ingest_stack: IsolatedStack, tmp_path: Path
+) -> None:
+    flow = Flow(ingest_stack, tmp_path / "ingest.log")
     report = tmp_path / "sim.json"
     flow.start()
     sim = subprocess.Popen(
@@ -168,7 +174,7 @@ def test_sigkill_twice_loses_nothing(isolated: Settings, tmp_path: Path) -> None
             *(sys.executable, "-m", "simulator", "--rate", "900", "--duration", "25"),
             *("--qos", "1", "--faults", "0", "--report", str(report)),
         ],
-        env=stack_env(),
+        env=stack_env(ingest_stack),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -249,7 +255,9 @@ def payload(seq: int) -> bytes:
     return b'{"timestamp":"2026-01-01 00:00:00.000000","data":"outage-%d"}' % seq
 
 
-def test_kafka_outage_stops_acks_and_recovers(isolated: Settings, tmp_path: Path) -> None:
+def test_kafka_outage_stops_acks_and_recovers(
+    isolated: Settings, ingest_stack: IsolatedStack, tmp_path: Path
+) -> None:
     """Stop the Kafka broker for 10 s mid-stream, then start it again.
 
     The local broker (Tansu) keeps topics in memory: what it stored before the stop is gone after
@@ -258,16 +266,16 @@ def test_kafka_outage_stops_acks_and_recovers(isolated: Settings, tmp_path: Path
     the restart, so each one must be in the new topic afterwards. A message acknowledged to MQTT
     without being stored would be missing here. Duplicates are allowed.
     """
-    flow = Flow(tmp_path / "ingest.log")
+    flow = Flow(ingest_stack, tmp_path / "ingest.log")
     flow.start()
     publisher = Publisher(isolated, rate=300)
     publisher.start()
     try:
         time.sleep(4)
-        f2("stack", "stop", "kafka")
+        f2(ingest_stack, "stack", "stop", "kafka")
         down_at = time.time()
         time.sleep(10)
-        f2("stack", "start", "kafka")
+        f2(ingest_stack, "stack", "start", "kafka")
         back_at = time.time()
         time.sleep(8)
         publisher.stop()
@@ -303,11 +311,11 @@ def read_records(bootstrap: str, topic: str, idle_s: float = 3.0) -> list:
     return out
 
 
-def test_f2_run_ingest_end_to_end(isolated: Settings) -> None:
+def test_f2_run_ingest_end_to_end(isolated: Settings, ingest_stack: IsolatedStack) -> None:
     """``f2 run ingest``: ready line, one instance per stack, records, DLQ, metrics, clean stop."""
     run = subprocess.Popen(
         [sys.executable, "-m", "ops.cli", "run", "ingest"],
-        env=stack_env(),
+        env=stack_env(ingest_stack),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -319,7 +327,7 @@ def test_f2_run_ingest_end_to_end(isolated: Settings) -> None:
         assert "ready" in line and "4 MQTT sessions" in line, line
         second = subprocess.run(
             [sys.executable, "-m", "ops.cli", "run", "ingest"],
-            env=stack_env(),
+            env=stack_env(ingest_stack),
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -360,22 +368,22 @@ def test_f2_run_ingest_end_to_end(isolated: Settings) -> None:
         for name in ("source_topic", "source_partition", "source_offset"):
             assert name in dlq_headers
 
-        with urllib.request.urlopen("http://127.0.0.1:3331/metrics", timeout=5) as response:
+        with urllib.request.urlopen(metrics_url(ingest_stack), timeout=5) as response:
             metrics = response.read().decode()
         assert 'f2_ingest_dead_lettered_total{reason="bad_topic"}' in metrics
         assert 'f2_ingest_acked_total{partition="s0"}' in metrics
 
         run.send_signal(signal.SIGTERM)
         assert run.wait(20) == 0
-        assert not (Path(STACK_DIR) / "run" / "ingest.pid").exists()
+        assert not (ingest_stack.dir / "run" / "ingest.pid").exists()
     finally:
         if run.poll() is None:
             run.kill()
 
 
-def metric(name: str, labels: str = "") -> float:
+def metric(stack: IsolatedStack, name: str, labels: str = "") -> float:
     """The sum of ingest's samples of ``name`` whose labels contain ``labels``."""
-    with urllib.request.urlopen("http://127.0.0.1:3331/metrics", timeout=5) as response:
+    with urllib.request.urlopen(metrics_url(stack), timeout=5) as response:
         text = response.read().decode()
     return sum(
         float(line.rsplit(" ", 1)[1])
@@ -407,9 +415,9 @@ def numbered(marker: str, seq: int, size: int = 0) -> bytes:
 
 
 def test_a_record_over_the_producers_limit_is_one_dead_letter(
-    isolated: Settings, tmp_path: Path
+    isolated: Settings, ingest_stack: IsolatedStack, tmp_path: Path
 ) -> None:
-    flow = Flow(tmp_path / "ingest.log", {"F2_KAFKA_MESSAGE_MAX_BYTES": "20000"})
+    flow = Flow(ingest_stack, tmp_path / "ingest.log", {"F2_KAFKA_MESSAGE_MAX_BYTES": "20000"})
     flow.start()
     marker = f"limit-{os.getpid()}-{time.time_ns()}"
     big = numbered(marker, 999, 30000)
@@ -440,7 +448,7 @@ def test_a_record_over_the_producers_limit_is_one_dead_letter(
 
 
 def test_wrong_kafka_credentials_hold_ingest_visibly_and_lose_nothing(
-    isolated: Settings, tmp_path: Path
+    isolated: Settings, ingest_stack: IsolatedStack, tmp_path: Path
 ) -> None:
     sasl = {
         "F2_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
@@ -449,19 +457,20 @@ def test_wrong_kafka_credentials_hold_ingest_visibly_and_lose_nothing(
         "F2_KAFKA_SASL_PASSWORD": "wrong",
     }
     marker = f"auth-{os.getpid()}-{time.time_ns()}"
-    held = Flow(tmp_path / "ingest-held.log", sasl)
+    held = Flow(ingest_stack, tmp_path / "ingest-held.log", sasl)
     held.start()
     try:
         publish(isolated, [(LIMIT_TOPIC, numbered(marker, n)) for n in range(50)])
-        assert wait_until(lambda: metric("f2_kafka_blocked") >= 1, 30, 0.5)
-        watch = FlowWatch("ingest", "http://127.0.0.1:3331/metrics", 60)
+        assert wait_until(lambda: metric(ingest_stack, "f2_kafka_blocked") >= 1, 30, 0.5)
+        watch = FlowWatch("ingest", metrics_url(ingest_stack), 60)
         watch.add(scrape(watch.url, 5))
         component = watch.component(60, 1.0)
         assert component.status == DOWN and "authentication" in component.detail
-        assert metric("f2_ingest_acked_total") == 0  # nothing acknowledged to the broker
+        # nothing acknowledged to the broker
+        assert metric(ingest_stack, "f2_ingest_acked_total") == 0
     finally:
         held.stop()
-    flow = Flow(tmp_path / "ingest.log")
+    flow = Flow(ingest_stack, tmp_path / "ingest.log")
     flow.start()
     try:
         wanted = {(LIMIT_TOPIC.encode(), numbered(marker, n)) for n in range(50)}
@@ -472,11 +481,11 @@ def test_wrong_kafka_credentials_hold_ingest_visibly_and_lose_nothing(
 
 
 def test_ingest_holds_at_most_its_byte_budget_while_kafka_is_frozen(
-    isolated: Settings, tmp_path: Path
+    isolated: Settings, ingest_stack: IsolatedStack, tmp_path: Path
 ) -> None:
     budget = 8 << 20
-    flow = Flow(tmp_path / "ingest.log", {"F2_INGEST_MAX_BUFFER_BYTES": str(budget)})
-    kafka_pid = int((Path(STACK_DIR) / "run" / "kafka.pid").read_text())
+    flow = Flow(ingest_stack, tmp_path / "ingest.log", {"F2_INGEST_MAX_BUFFER_BYTES": str(budget)})
+    kafka_pid = int((ingest_stack.dir / "run" / "kafka.pid").read_text())
     marker = f"flood-{os.getpid()}-{time.time_ns()}"
     messages = [(LIMIT_TOPIC, numbered(marker, n, 60_000)) for n in range(400)]  # 24 MB
     wanted = {(topic.encode(), body) for topic, body in messages}
@@ -485,29 +494,31 @@ def test_ingest_holds_at_most_its_byte_budget_while_kafka_is_frozen(
         os.kill(kafka_pid, signal.SIGSTOP)
         try:
             publish(isolated, messages)
-            assert wait_until(lambda: metric("f2_ingest_read_paused") >= 1, 30, 0.5)
+            assert wait_until(lambda: metric(ingest_stack, "f2_ingest_read_paused") >= 1, 30, 0.5)
             time.sleep(3)
-            held = metric("f2_ingest_buffer_bytes")
+            held = metric(ingest_stack, "f2_ingest_buffer_bytes")
             # Each of the 4 sessions checks after each 1/64 of the budget it receives and may
             # read one more message before it pauses.
             assert budget / 2 < held <= budget + 4 * (budget // 64 + 65536), held
-            assert metric("f2_ingest_acked_total") == 0
+            assert metric(ingest_stack, "f2_ingest_acked_total") == 0
         finally:
             os.kill(kafka_pid, signal.SIGCONT)
         records = wait_for(isolated.kafka_bootstrap, isolated.raw_topic, wanted, 120)
-        assert wait_until(lambda: metric("f2_ingest_read_paused") == 0, 30, 0.5)
-        assert metric("f2_ingest_read_pauses_total") >= 1
+        assert wait_until(lambda: metric(ingest_stack, "f2_ingest_read_paused") == 0, 30, 0.5)
+        assert metric(ingest_stack, "f2_ingest_read_pauses_total") >= 1
     finally:
         flow.stop()
     assert wanted <= set(records), f"{len(wanted - set(records))} messages lost"
 
 
-def test_a_device_cannot_take_over_ingests_sessions(isolated: Settings, tmp_path: Path) -> None:
+def test_a_device_cannot_take_over_ingests_sessions(
+    isolated: Settings, ingest_stack: IsolatedStack, tmp_path: Path
+) -> None:
     """The takeover of the identity issue: ingest stopped with messages queued in its sessions,
     a registered device tries every ingest client id with clean start; after the restart every
     message reaches Kafka and no session was lost."""
-    device = json.loads(f2("devices", "register", "0e0e0e0e0e04", "--json").stdout)
-    flow = Flow(tmp_path / "ingest.log")
+    device = json.loads(f2(ingest_stack, "devices", "register", "0e0e0e0e0e04", "--json").stdout)
+    flow = Flow(ingest_stack, tmp_path / "ingest.log")
     flow.start()
     flow.stop()  # the sessions exist at the broker; ingest is down
     marker = f"takeover-{os.getpid()}-{time.time_ns()}"
@@ -534,7 +545,7 @@ def test_a_device_cannot_take_over_ingests_sessions(isolated: Settings, tmp_path
     try:
         wanted = {(topic.encode(), body) for topic, body in messages}
         records = wait_for(isolated.kafka_bootstrap, isolated.raw_topic, wanted, 60)
-        lost = metric("f2_ingest_sessions_lost_total")
+        lost = metric(ingest_stack, "f2_ingest_sessions_lost_total")
     finally:
         flow.stop()
     assert wanted <= set(records), f"{len(wanted - set(records))} of 400 queued messages lost"

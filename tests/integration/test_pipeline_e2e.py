@@ -7,7 +7,6 @@ controller."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import string
 import subprocess
@@ -26,39 +25,41 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from ops.stack.procs import port_open, wait_until
 from schemas.settings import Settings
-from tests.integration.decode_support import ROOT, STACK_ENV, FlowProcess, iso_stack, stack_cmd
+from tests.integration.decode_support import ROOT, FlowProcess, iso_stack, stack_cmd
+from tests.stacks import IsolatedStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RUN_S = 15
+INGEST_PORT, DECODE_PORT = 3041, 3042  # at offset 0: the flows' API ports are stack.port(...)
 
 
 @pytest.fixture
-def fresh() -> Settings:
+def fresh(decode_stack: IsolatedStack) -> Settings:
     """The isolated stack with a new (empty) Kafka: the DLQ holds only this test's records."""
-    settings = iso_stack()
-    stack_cmd("stop", "kafka")
-    stack_cmd("start", "kafka")
+    settings = iso_stack(decode_stack)
+    stack_cmd(decode_stack, "stop", "kafka")
+    stack_cmd(decode_stack, "start", "kafka")
     return settings
 
 
-def start_flows(workdir: Path) -> tuple[FlowProcess, FlowProcess]:
-    ingest = FlowProcess("dataflows.ingest", workdir, 3441, recovery=False)
-    decode = FlowProcess("dataflows.decode", workdir, 3442, recovery=True)
+def start_flows(stack: IsolatedStack, workdir: Path) -> tuple[FlowProcess, FlowProcess]:
+    ingest = FlowProcess(stack, "dataflows.ingest", workdir, stack.port(INGEST_PORT), False)
+    decode = FlowProcess(stack, "dataflows.decode", workdir, stack.port(DECODE_PORT), True)
     for flow in (ingest, decode):
         flow.start()
     log = workdir / "dataflows.ingest.log"
     assert wait_until(lambda: "subscribed" in log.read_text(errors="replace"), 60)
-    assert wait_until(lambda: port_open(3442), 60)
+    assert wait_until(lambda: port_open(stack.port(DECODE_PORT)), 60)
     return ingest, decode
 
 
-def simulate(workdir: Path) -> subprocess.Popen:
+def simulate(stack: IsolatedStack, workdir: Path) -> subprocess.Popen:
     report = workdir / "report.json"
     argv = [sys.executable, "-m", "simulator", "--controllers", "12"]
     argv += ["--seed", str(random.randrange(10**6)), "--register", "--faults", "0.05"]
     argv += ["--rate", "150", "--duration", str(RUN_S), "--report", str(report)]
-    env = {**os.environ, **STACK_ENV, "PYTHONPATH": str(ROOT)}
+    env = stack.environ(PYTHONPATH=str(ROOT))
     return subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.PIPE, text=True)
 
 
@@ -119,17 +120,21 @@ def reconcile(
     assert wait_until(complete, 60, 2), f"dead letters {dict(found[-1])}, expected {dict(letters)}"
 
 
-def test_simulated_fleet_ends_in_storage_exactly(fresh: Settings, tmp_path: Path):
-    ingest, decode = start_flows(tmp_path)
+def test_simulated_fleet_ends_in_storage_exactly(
+    fresh: Settings, decode_stack: IsolatedStack, tmp_path: Path
+):
+    ingest, decode = start_flows(decode_stack, tmp_path)
     try:
-        reconcile(fresh, tmp_path, simulate(tmp_path))
+        reconcile(fresh, tmp_path, simulate(decode_stack, tmp_path))
     finally:
         ingest.kill()
         decode.kill()
 
 
-def test_exact_through_sigkills_of_decode_twice_and_ingest_once(fresh: Settings, tmp_path: Path):
-    ingest, decode = start_flows(tmp_path)
+def test_exact_through_sigkills_of_decode_twice_and_ingest_once(
+    fresh: Settings, decode_stack: IsolatedStack, tmp_path: Path
+):
+    ingest, decode = start_flows(decode_stack, tmp_path)
 
     def chaos() -> None:
         for delay, flow in ((3, decode), (3, ingest), (3, decode)):
@@ -139,7 +144,7 @@ def test_exact_through_sigkills_of_decode_twice_and_ingest_once(fresh: Settings,
 
     killer = threading.Thread(target=chaos)
     try:
-        sim = simulate(tmp_path)
+        sim = simulate(decode_stack, tmp_path)
         killer.start()
         killer.join()
         reconcile(fresh, tmp_path, sim)
@@ -177,11 +182,11 @@ def crafted_messages(mac: str, stamp: str) -> list[tuple[str, bytes, str, str]]:
 
 
 def test_crafted_messages_then_good_traffic_store_every_good_row(
-    fresh: Settings, tmp_path: Path
+    fresh: Settings, decode_stack: IsolatedStack, tmp_path: Path
 ) -> None:
     """Crafted messages from a registered controller through the live pipeline, then a simulated
     fleet: every good row is stored, each crafted message is exactly one dead letter."""
-    ingest, decode = start_flows(tmp_path)
+    ingest, decode = start_flows(decode_stack, tmp_path)
     mac = "e4fd45f654be"
     stamp = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%d %H:%M:%S.%f")
     crafted = crafted_messages(mac, stamp)
@@ -195,7 +200,7 @@ def test_crafted_messages_then_good_traffic_store_every_good_row(
         client.disconnect()
         client.loop_stop()
         extra = Counter(reason for _, _, reason, _ in crafted if reason)
-        reconcile(fresh, tmp_path, simulate(tmp_path), extra)
+        reconcile(fresh, tmp_path, simulate(decode_stack, tmp_path), extra)
         with psycopg.connect(fresh.timeseries_dsn) as conn:
             events = conn.execute(
                 "SELECT field FROM device_events WHERE mac = %s AND time = %s::timestamp",

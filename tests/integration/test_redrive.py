@@ -17,6 +17,8 @@ from confluent_kafka import Producer
 from schemas.settings import Settings
 from schemas.topics import mac_from_topic
 from tests.integration.replay_support import (
+    DECODE_PORT,
+    INGEST_PORT,
     Flow,
     dlq_records,
     env,
@@ -26,19 +28,22 @@ from tests.integration.replay_support import (
     stored,
     wait_for,
 )
+from tests.stacks import IsolatedStack
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def settings() -> Settings:
-    return fresh_stack()
+def settings(replay_stack: IsolatedStack) -> Settings:
+    return fresh_stack(replay_stack)
 
 
-def simulate(workdir: Path, seed: int, *extra: str) -> subprocess.CompletedProcess[str]:
+def simulate(
+    stack: IsolatedStack, workdir: Path, seed: int, *extra: str
+) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "simulator", "--controllers", "1", "--seed", str(seed), *extra]
     result = subprocess.run(
-        argv, cwd=workdir, env=env(), capture_output=True, text=True, timeout=60
+        argv, cwd=workdir, env=env(stack), capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -55,15 +60,16 @@ def unknown_device_messages(settings: Settings, mac: str) -> int:
 
 
 def test_unregistered_controller_is_stored_exactly_once_after_redrive(
-    settings: Settings, tmp_path: Path
+    settings: Settings, replay_stack: IsolatedStack, tmp_path: Path
 ):
     seed = random.randrange(10**6)
-    ingest = Flow("dataflows.ingest", tmp_path, 3941).start()
-    decode = Flow("dataflows.decode", tmp_path, 3942).start()
+    ingest = Flow(replay_stack, "dataflows.ingest", tmp_path, INGEST_PORT).start()
+    decode = Flow(replay_stack, "dataflows.decode", tmp_path, DECODE_PORT).start()
     try:
         assert wait_for(lambda: "subscribed" in ingest.log.read_text(errors="replace"), 60)
         report_file = tmp_path / "report.json"
-        simulate(tmp_path, seed, "--rate", "40", "--duration", "3", "--report", str(report_file))
+        run = ("--rate", "40", "--duration", "3", "--report", str(report_file))
+        simulate(replay_stack, tmp_path, seed, *run)
         report = json.loads(report_file.read_text())
         mac, published = report["controllers"][0], report["published"]
         expected = (report["expected_readings"], report["expected_events"])
@@ -75,24 +81,31 @@ def test_unregistered_controller_is_stored_exactly_once_after_redrive(
         decode.kill()
     assert stored(settings, mac) == (0, 0)
 
-    f2("devices", "register", mac)
-    simulate(tmp_path, seed, "--register", "--duration", "0")  # its sensors on their pins
+    f2(replay_stack, "devices", "register", mac)
+    # its sensors on their pins
+    simulate(replay_stack, tmp_path, seed, "--register", "--duration", "0")
 
-    first = f2_json("dlq", "redrive", "--reason", "unknown_device", "--controller", mac)
+    first = f2_json(
+        replay_stack, "dlq", "redrive", "--reason", "unknown_device", "--controller", mac
+    )
     assert first["complete"] and first["horizon"] is None
     assert first["messages"] == first["stored"] == published
     assert (first["readings"]["inserted"], first["events"]["inserted"]) == expected
     assert first["dead_lettered"] == first["failed_again"] == 0
     assert stored(settings, mac) == expected
 
-    second = f2_json("dlq", "redrive", "--reason", "unknown_device", "--controller", mac)
+    second = f2_json(
+        replay_stack, "dlq", "redrive", "--reason", "unknown_device", "--controller", mac
+    )
     assert second["messages"] == published
     assert (second["readings"]["inserted"], second["events"]["inserted"]) == (0, 0)
     assert (second["readings"]["unchanged"], second["events"]["unchanged"]) == expected
     assert stored(settings, mac) == expected
 
 
-def test_a_new_failure_is_dead_lettered_once_and_copies_count_once(settings: Settings):
+def test_a_new_failure_is_dead_lettered_once_and_copies_count_once(
+    settings: Settings, replay_stack: IsolatedStack
+):
     """Two copies of one dead-lettered message (same raw-archive place) whose registry problem is
     fixed but whose frame is bad: one message, dead-lettered again once as ``bad_crc`` with the
     original source headers; the next redrive finds that failure in the DLQ and adds nothing."""
@@ -107,7 +120,7 @@ def test_a_new_failure_is_dead_lettered_once_and_copies_count_once(settings: Set
         producer.produce(settings.dlq_topic, payload, b"e4fd45f654be", headers=headers)
     assert producer.flush(10) == 0
 
-    first = f2_json("dlq", "redrive", "--reason", "unknown_device")
+    first = f2_json(replay_stack, "dlq", "redrive", "--reason", "unknown_device")
     assert (first["matched"], first["messages"], first["dead_lettered"]) == (2, 1, 1)
     assert first["new_reasons"] == {"bad_crc": 1} and first["stored"] == 0
     again = [
@@ -119,7 +132,7 @@ def test_a_new_failure_is_dead_lettered_once_and_copies_count_once(settings: Set
     assert again[0]["stage"] == b"decode" and again[0]["source_offset"] == b"77"
     assert "redriven_at" in again[0]
 
-    second = f2_json("dlq", "redrive")
+    second = f2_json(replay_stack, "dlq", "redrive")
     assert (second["records_read"], second["messages"]) == (3, 1)
     assert (second["dead_lettered"], second["failed_again"]) == (0, 1)
     assert len(dlq_records(settings)) == 3

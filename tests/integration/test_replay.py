@@ -23,6 +23,7 @@ from simulator.fleet import generate_fleet
 from simulator.messages import build_sources
 from simulator.registry import register_fleet
 from tests.integration.replay_support import (
+    REPLAY_DECODE_PORT,
     Flow,
     f2_json,
     fresh_stack,
@@ -30,6 +31,7 @@ from tests.integration.replay_support import (
     stored,
     wait_for,
 )
+from tests.stacks import IsolatedStack
 
 pytestmark = pytest.mark.integration
 
@@ -54,8 +56,8 @@ ORDER BY dp."DataPointId" LIMIT 1
 
 
 @pytest.fixture
-def settings() -> Settings:
-    return fresh_stack()
+def settings(replay_stack: IsolatedStack) -> Settings:
+    return fresh_stack(replay_stack)
 
 
 def publish_day(settings: Settings, seed: int) -> tuple[str, int, int, float]:
@@ -89,9 +91,11 @@ def snapshot(settings: Settings, mac: str) -> dict[tuple, tuple[float, int]]:
         return {(s, d, t): (v, ver) for s, d, t, v, ver in conn.execute(ROWS_SQL, (mac,))}
 
 
-def test_fixed_decimals_are_replayed_into_exactly_their_rows(settings: Settings, tmp_path: Path):
+def test_fixed_decimals_are_replayed_into_exactly_their_rows(
+    settings: Settings, replay_stack: IsolatedStack, tmp_path: Path
+):
     mac, readings, events, first = publish_day(settings, random.randrange(10**6))
-    decode = Flow("dataflows.decode", tmp_path, 3943).start()
+    decode = Flow(replay_stack, "dataflows.decode", tmp_path, REPLAY_DECODE_PORT).start()
     params = psycopg.connect(settings.params_dsn, autocommit=True)
     point = None
     try:
@@ -107,7 +111,7 @@ def test_fixed_decimals_are_replayed_into_exactly_their_rows(settings: Settings,
         changing = {k for k, (v, _) in before.items() if k[1] == point and v != 0}
         assert changing
 
-        one = f2_json("replay", "--since", "2d", "--controller", mac)
+        one = f2_json(replay_stack, "replay", "--since", "2d", "--controller", mac)
         after = snapshot(settings, mac)
         assert "before the oldest record" in one["horizon"]
         assert one["complete"] and one["registry_version"] == version
@@ -124,7 +128,7 @@ def test_fixed_decimals_are_replayed_into_exactly_their_rows(settings: Settings,
         assert stored(settings, mac) == (readings, events)
 
         since = datetime.fromtimestamp(int(first * 1000) / 1000, UTC).isoformat()  # the oldest
-        two = f2_json("replay", "--since", since, "--controller", mac)
+        two = f2_json(replay_stack, "replay", "--since", since, "--controller", mac)
         assert two["horizon"] is None
         assert two["replayed"] == one["replayed"]
         assert two["readings"]["replaced"] == two["readings"]["inserted"] == 0
@@ -138,10 +142,10 @@ def test_fixed_decimals_are_replayed_into_exactly_their_rows(settings: Settings,
         params.close()
 
 
-def test_replace_mode_counts_and_isolates_a_refused_row():
+def test_replace_mode_counts_and_isolates_a_refused_row(replay_stack: IsolatedStack):
     """Newer version + new value replaces; same value, older version or a lost in-batch duplicate
     is left alone; new keys are inserted; a refused row (NULL value) is bisected out."""
-    dsn = iso_stack().timeseries_dsn
+    dsn = iso_stack(replay_stack).timeseries_dsn
     sensor = random.randint(10**8, 2 * 10**9)
     t0 = datetime.now(UTC).replace(microsecond=0)
     raw = RawMessage("tele/f2-e4fd45f654be/sensor-mode/J1/sensor-1", b"{}")

@@ -1,7 +1,7 @@
 """Broker security on an isolated stack (own ports; its broker is restarted and reloaded here).
 
-The stack lives in ``F2_SECURITY_STACK_DIR`` (default /tmp/sec-stack) with port offset
-``F2_SECURITY_PORT_OFFSET`` (default 500), set up with ``f2 security setup`` as an operator would.
+The stack lives in a temporary directory on free ports (``tests.stacks``; stopped and deleted after
+the module), set up with ``f2 security setup`` as an operator would.
 Each protection ``f2 security check`` reports on is also shown to FAIL when it is removed.
 """
 
@@ -27,17 +27,16 @@ from ops.security.tls import CertFiles
 from ops.stack import procs
 from ops.stack.local import Stack
 from schemas.settings import load_settings
+from tests.stacks import isolated_stack
 
 pytestmark = pytest.mark.integration
 
-STACK_DIR = os.environ.get("F2_SECURITY_STACK_DIR", "/tmp/sec-stack")
-OFFSET = os.environ.get("F2_SECURITY_PORT_OFFSET", "500")
 DEVICE, OTHER = "a1b2c3d4e5f6", "0a1b2c3d4e5f"
 
 
 def f2(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """The ``f2`` CLI against the isolated stack."""
-    env = {**os.environ, "F2_STACK_DIR": STACK_DIR, "F2_STACK_PORT_OFFSET": OFFSET}
+    """The ``f2`` CLI against the isolated stack (``secure_stack`` points this process at it)."""
+    env = dict(os.environ)
     for name in list(env):
         if name.startswith(("F2_MQTT_", "F2_SIM_", "F2_PARAMS", "F2_TIMESERIES", "F2_REDIS")):
             env.pop(name)
@@ -56,14 +55,15 @@ def f2(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def secure_stack():
     """The isolated stack after ``f2 security setup``; this process points at it meanwhile."""
-    f2("stack", "up")
-    f2("security", "setup")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("F2_STACK_DIR", STACK_DIR)
+    with isolated_stack() as iso, pytest.MonkeyPatch.context() as patch:
+        for name, value in iso.env.items():
+            patch.setenv(name, value)
         for name in list(os.environ):
             if name.startswith(("F2_MQTT_", "F2_SIM_", "F2_PARAMS", "F2_TIMESERIES", "F2_REDIS")):
                 patch.delenv(name)
-        yield Stack(Path(STACK_DIR))
+        f2("stack", "up")
+        f2("security", "setup")
+        yield Stack(iso.dir)
 
 
 @pytest.fixture
@@ -272,7 +272,7 @@ def test_checks_fail_on_an_open_broker(secure_stack, open_broker) -> None:
     assert not security_checks.device_cannot_read_others_commands(
         "127.0.0.1", port, a, b, operator
     ).ok
-    ca_file = str(Path(STACK_DIR) / "secrets" / "tls" / "ca.crt")
+    ca_file = str(secure_stack.root / "secrets" / "tls" / "ca.crt")
     assert not security_checks.tls_listeners("127.0.0.1", port, port, ca_file, reader).ok
     assert not security_checks.client_ids_bound("127.0.0.1", port, reader, a).ok
     assert not security_checks.password_revocation_holds("127.0.0.1", port, a, lambda: None).ok
@@ -323,7 +323,7 @@ def test_loopback_check_fails_for_a_wildcard_listener() -> None:
 
 
 def test_secrets_check_fails_for_a_world_readable_secret(secure_stack) -> None:
-    secret = Path(STACK_DIR) / "secrets" / "mqtt-pipeline-password"
+    secret = secure_stack.root / "secrets" / "mqtt-pipeline-password"
     secret.chmod(0o644)
     try:
         assert not security_checks.secrets_private([secret.parent]).ok
@@ -436,7 +436,7 @@ def test_database_roles_check_fails_when_a_role_gains_a_privilege(secure_stack) 
 def test_simulator_check_fails_when_devices_cannot_log_in_or_messages_go_missing(
     secure_stack, tmp_path
 ) -> None:
-    from ops.cli.security import SIMULATOR_CHECK_SEED, simulator_macs
+    from ops.security.audit import SIMULATOR_CHECK_SEED, simulator_macs
 
     settings = load_settings()
     reader = Login(settings.mqtt_username, settings.mqtt_password)

@@ -38,24 +38,24 @@ from schemas.topics import ACCESS_MODE, SENSOR_MODE
 from simulator.fleet import Connector, Controller, Fleet, Sensor
 from simulator.registry import register_fleet
 from tests.integration.decode_support import MACS, FlowProcess, Traffic, iso_stack
+from tests.stacks import IsolatedStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PORT = 3436
+PORT = 3036  # at offset 0: the decode process's API is on ``decode_stack.port(PORT)``
 ENV = {"F2_LIMIT_FIELD_NAME_CHARS": "5000", "F2_STORE_BLOCKED_RETRY_S": "1"}
 STRIKE = f"stat/f2-{MACS[0]}/{ACCESS_MODE}/J3/strike-1"
 
 
 @pytest.fixture(scope="module")
-def iso() -> Settings:
-    return iso_stack()
+def iso(decode_stack: IsolatedStack) -> Settings:
+    return iso_stack(decode_stack)
 
 
 @pytest.fixture(scope="module")
-def decode(iso: Settings, tmp_path_factory) -> Iterator[FlowProcess]:
-    process = FlowProcess(
-        "dataflows.decode", tmp_path_factory.mktemp("decode-failures"), PORT, True, ENV
-    )
+def decode(iso: Settings, decode_stack: IsolatedStack, tmp_path_factory) -> Iterator[FlowProcess]:
+    workdir, port = tmp_path_factory.mktemp("decode-failures"), decode_stack.port(PORT)
+    process = FlowProcess(decode_stack, "dataflows.decode", workdir, port, True, ENV)
     process.start()
     assert wait_until(lambda: _answers(process), 60)
     yield process

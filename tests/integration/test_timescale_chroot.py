@@ -16,6 +16,7 @@ from connectors.timeseries_writer import TimeseriesWriter
 from ops.security.checks import database_roles
 from ops.storage.migrate import migrate
 from schemas.records import Event
+from schemas.settings import TimescaleSettings
 from tests.integration.tsdb_support import (
     RAW,
     connect,
@@ -57,9 +58,9 @@ def dbs() -> Iterator[Databases]:
             admin.replace("/postgres?", "/f2_plain?"),
         )
         applied_ts = migrate(ts, "timeseries")
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("F2_STORAGE_BACKEND", "postgres")
-            applied_plain = migrate(plain, "timeseries")
+        applied_plain = migrate(
+            plain, "timeseries", timescale=TimescaleSettings(backend="postgres")
+        )
         yield Databases(ts, plain, applied_ts, applied_plain)
     finally:
         server.stop()

@@ -14,9 +14,10 @@ import psycopg
 import pytest
 
 from connectors.store_rows import RowBatch, event_row
-from ops.storage.backend import configure_timescale, load_timescale_settings
+from ops.storage.backend import configure_timescale
 from ops.storage.migrate import migrate
 from schemas.records import Event
+from schemas.settings import TimescaleSettings
 from tests.integration.tsdb_support import (
     RAW,
     UnnestWriter,
@@ -136,12 +137,10 @@ def test_migrations_take_the_timescale_path(tsdb: Tsdb) -> None:
         assert [c[0] for c in columns] == [
             "bucket", "sensor_id", "datapoint_id", "avg", "min", "max", "count",
         ]  # fmt: skip
-        assert configure_timescale(conn, load_timescale_settings({})) == "unchanged"
-        changed = configure_timescale(
-            conn, load_timescale_settings({"F2_TSDB_COMPRESS_AFTER": "3 days"})
-        )
+        assert configure_timescale(conn, TimescaleSettings()) == "unchanged"
+        changed = configure_timescale(conn, TimescaleSettings(compress_after="3 days"))
         assert "readings: compress after 3 days" in changed
-        configure_timescale(conn, load_timescale_settings({}))
+        configure_timescale(conn, TimescaleSettings())
     slot_free()
     assert migrate(tsdb.dsn, "timeseries") == []
 

@@ -9,10 +9,9 @@ import pytest
 from ops.storage.backend import (
     PLAIN,
     TIMESCALE,
-    TimescaleSettings,
     file_backend,
-    load_timescale_settings,
 )
+from schemas.settings import SettingsError, TimescaleSettings, load_section
 
 
 def test_file_suffix_names_the_backend() -> None:
@@ -23,13 +22,14 @@ def test_file_suffix_names_the_backend() -> None:
 
 
 def test_settings_defaults_and_overrides() -> None:
-    assert load_timescale_settings({}) == TimescaleSettings()
-    settings = load_timescale_settings(
+    assert load_section(TimescaleSettings, {}) == TimescaleSettings()
+    settings = load_section(
+        TimescaleSettings,
         {
             "F2_STORAGE_BACKEND": "postgres",
             "F2_TSDB_COMPRESS_AFTER": "6 hours",
             "F2_TSDB_RETENTION": "",
-        }
+        },
     )
     assert settings.backend == PLAIN
     assert settings.compress_after == "6 hours"
@@ -37,5 +37,5 @@ def test_settings_defaults_and_overrides() -> None:
 
 
 def test_unknown_backend_is_refused() -> None:
-    with pytest.raises(ValueError):
-        load_timescale_settings({"F2_STORAGE_BACKEND": "influx"})
+    with pytest.raises(SettingsError, match="F2_STORAGE_BACKEND='influx'"):
+        load_section(TimescaleSettings, {"F2_STORAGE_BACKEND": "influx"})

@@ -1,4 +1,5 @@
-"""Registry entries and message builders shared by the decoding tests (seed fleet of SPEC §5)."""
+"""Registry entries and message builders shared by the decoding tests (seed fleet of
+docs/PROTOCOL.md §4)."""
 
 from __future__ import annotations
 

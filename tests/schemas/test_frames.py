@@ -1,4 +1,5 @@
-"""Frames and data points (SPEC §4): hex, CRC, Modbus RTU checks, encodings, byte orders."""
+"""Frames and data points (docs/PROTOCOL.md §3): hex, CRC, Modbus RTU checks, encodings, byte
+orders."""
 
 from __future__ import annotations
 

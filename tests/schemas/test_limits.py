@@ -1,5 +1,5 @@
-"""Input limits (SPEC §3) as properties: a message over any limit is one dead letter and yields
-nothing else; messages within them are not refused for their size."""
+"""Input limits (docs/PROTOCOL.md §2) as properties: a message over any limit is one dead letter and
+yields nothing else; messages within them are not refused for their size."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from schemas import decode as decode_module
 from schemas.decode import decode_message
-from schemas.limits import DEFAULT_LIMITS, InputLimits, load_input_limits
+from schemas.limits import DEFAULT_LIMITS
 from schemas.reasons import BAD_PAYLOAD, BAD_TOPIC
 from schemas.records import DecodeError, Event, RawMessage
+from schemas.settings import InputLimits, SettingsError, load_section
 from tests.schemas.support import MAC, NOW, STAMP, seed_controller
 
 STRIKE = f"stat/f2-{MAC}/access-control-mode/J3/strike-1"
@@ -93,14 +94,15 @@ def test_a_topic_over_256_bytes_is_one_bad_topic_and_never_cached(topic: str) ->
 
 
 def test_limits_are_configurable_and_validated() -> None:
-    limits = load_input_limits({"F2_LIMIT_FIELD_NAME_CHARS": "5000", "F2_LIMIT_EVENT_FIELDS": "2"})
+    environ = {"F2_LIMIT_FIELD_NAME_CHARS": "5000", "F2_LIMIT_EVENT_FIELDS": "2"}
+    limits = load_section(InputLimits, environ)
     assert limits == InputLimits(field_name_chars=5000, event_fields=2)
     long_name = "n" * 4000
     assert all(isinstance(r, Event) for r in decoded(body({long_name: 1}), limits=limits))
     one_error(decoded(body({"a": 1, "b": 2}), limits=limits))
-    with pytest.raises(ValueError, match="F2_LIMIT_TEXT_CHARS"):
-        load_input_limits({"F2_LIMIT_TEXT_CHARS": "0"})
-    assert load_input_limits({}) == DEFAULT_LIMITS
+    with pytest.raises(SettingsError, match="F2_LIMIT_TEXT_CHARS"):
+        load_section(InputLimits, {"F2_LIMIT_TEXT_CHARS": "0"})
+    assert load_section(InputLimits, {}) == DEFAULT_LIMITS
 
 
 def test_a_nul_character_in_text_is_a_field_error() -> None:

@@ -1,4 +1,5 @@
-"""Payloads per component (SPEC §3): aliases, booleans, units, extras, reader bytes, bounds."""
+"""Payloads per component (docs/PROTOCOL.md §2): aliases, booleans, units, extras, reader bytes,
+bounds."""
 
 from __future__ import annotations
 

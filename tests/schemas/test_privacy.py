@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.privacy import hash_card_id, load_privacy_settings
+from schemas.privacy import hash_card_id
+from schemas.settings import PrivacySettings, SettingsError, StoreSettings, load_section
 
 KEY = b"0123456789abcdef0123456789abcdef"
 
@@ -39,21 +40,23 @@ def test_lone_surrogates_hash_without_error() -> None:
 def test_key_from_file_and_retention(tmp_path) -> None:
     key_file = tmp_path / "reader-hash-key"
     key_file.write_text("k" * 32 + "\n")
-    settings = load_privacy_settings(
-        {"F2_READER_HASH_KEY_FILE": str(key_file), "F2_EVENT_RETENTION_DAYS": "30"}
-    )
-    assert settings.reader_hash_key == b"k" * 32
-    assert settings.hash_readers and settings.event_retention_days == 30
+    environ = {"F2_READER_HASH_KEY_FILE": str(key_file), "F2_EVENT_RETENTION_DAYS": "30"}
+    assert load_section(PrivacySettings, environ).key == b"k" * 32
+    assert load_section(StoreSettings, environ).event_retention_days == 30
 
 
 def test_defaults_keep_values_and_a_year_of_events() -> None:
-    settings = load_privacy_settings({})
-    assert not settings.hash_readers and settings.event_retention_days == 365
+    assert load_section(PrivacySettings, {}).key is None
+    assert load_section(StoreSettings, {}).event_retention_days == 365
 
 
 @pytest.mark.parametrize(
-    "environ", [{"F2_READER_HASH_KEY": "short"}, {"F2_EVENT_RETENTION_DAYS": "-1"}]
+    ("section", "environ"),
+    [
+        (PrivacySettings, {"F2_READER_HASH_KEY": "short"}),
+        (StoreSettings, {"F2_EVENT_RETENTION_DAYS": "-1"}),
+    ],
 )
-def test_bad_settings_are_refused(environ: dict[str, str]) -> None:
-    with pytest.raises(ValueError):
-        load_privacy_settings(environ)
+def test_bad_settings_are_refused(section: type, environ: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match=next(iter(environ))):
+        load_section(section, environ)

@@ -1,4 +1,4 @@
-"""Timestamp rules (SPEC §3): formats, zones, DST gap and fold, bounds."""
+"""Timestamp rules (docs/PROTOCOL.md §2): formats, zones, DST gap and fold, bounds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Topic grammar (SPEC §2)."""
+"""Topic grammar (docs/PROTOCOL.md §1)."""
 
 from __future__ import annotations
 

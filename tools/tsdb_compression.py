@@ -4,7 +4,7 @@ One UTC day of readings from a fleet of ENV-S1 and PM-100 sensors (one frame per
 the simulator's signal model, values rounded to each data point's decimals) is loaded into the
 ``readings`` hypertable of a fresh PGlite+TimescaleDB server (migrations applied, default
 settings), then its chunk is compressed; bytes are taken from ``hypertable_detailed_size`` before
-and after (table + indexes + TOAST). Run: ``.venv/bin/python -m bench.tsdb_compression [sensors]``.
+and after (table + indexes + TOAST). Run: ``.venv/bin/python -m tools.tsdb_compression [sensors]``.
 Writes ``bench/results/tsdb_compression.json``.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 import psycopg
 
 from ops.storage.migrate import migrate
-from tests.integration.tsdb_support import connect, day_of_readings, fleet_entry, free_port
 from tools.pglite_tsdb import PgliteServer
+from tools.tsdb_fixtures import connect, day_of_readings, fleet_entry, free_port
 
 BATCH = 20000
 INSERT = (
@@ -89,7 +89,7 @@ def main() -> int:
             result = measure(dsn, sensors)
         finally:
             server.stop()
-    out = Path(__file__).parent / "results" / "tsdb_compression.json"
+    out = Path(__file__).resolve().parents[1] / "bench" / "results" / "tsdb_compression.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -1,0 +1,30 @@
+"""The entry point shared by the flows' factories: what a flow process does once at start.
+
+It is the one place below the ``f2`` CLI where a flow process reads its environment: the settings
+(:func:`schemas.settings.load_config`), and the Bytewax API server's variables it defaults (on, on
+the flow's metrics port, its ``dataflow.json`` in the stack's run directory).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from connectors.logs import configure_logging
+from schemas.settings import Config, load_config
+
+
+def flow_entry(name: str) -> Config:
+    """Read the settings, log JSON lines at the configured level, and default the metrics API
+    of flow ``name`` (``ingest`` or ``decode``); the settings."""
+    config = load_config()
+    configure_logging(config.connections.log_level)
+    port = config.ingest.metrics_port if name == "ingest" else config.decode.metrics_port
+    os.environ.setdefault("BYTEWAX_DATAFLOW_API_ENABLED", "1")
+    os.environ.setdefault("BYTEWAX_DATAFLOW_API_PORT", str(port))
+    stack = config.connections.stack_dir
+    if "BYTEWAX_DATAFLOW_API_CACHE_PATH" not in os.environ and stack:
+        cache = Path(stack) / "run" / f"{name}-api"
+        cache.mkdir(parents=True, exist_ok=True)
+        os.environ["BYTEWAX_DATAFLOW_API_CACHE_PATH"] = str(cache)
+    return config
