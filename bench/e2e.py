@@ -100,9 +100,9 @@ RECOVER_WAIT_S = 60.0
 class FlowGroup:
     """One dataflow as ``processes`` ``bytewax.run`` processes on the stack at ``root``."""
 
-    def __init__(self, name: str, processes: int, root: Path, logdir: Path) -> None:
+    def __init__(self, name: str, processes: int, root: Path, logdir: Path, config: Config) -> None:
         self.spec = flows.FLOWS[name]
-        self.processes, self.root = processes, root
+        self.processes, self.root, self.config = processes, root, config
         self.ports = API_PORTS[name][:processes]
         self.logs = [logdir / f"{name}-{processes}p-{i}.log" for i in range(processes)]
         self.children: list[subprocess.Popen[bytes]] = []
@@ -110,8 +110,8 @@ class FlowGroup:
     def start(self, extra_env: dict[str, str] | None = None, timeout_s: float = 90) -> None:
         """Start every process and wait until the flow is ready (API ports answer; for ingest,
         every MQTT session subscribed)."""
-        self.spec.prepare(self.root)
-        argv, env = flows.flow_command(self.spec, self.root)
+        self.spec.prepare(self.root, self.config)
+        argv, env = flows.flow_command(self.spec, self.root, self.config)
         addresses = ";".join(f"127.0.0.1:{p}" for p in CLUSTER_PORTS[self.spec.name])
         for index, port in enumerate(self.ports):
             cluster = ["-i", str(index), "-a", addresses] if self.processes > 1 else []
@@ -129,7 +129,7 @@ class FlowGroup:
     def _ready(self) -> bool:
         if any(child.poll() is not None for child in self.children):
             raise RuntimeError(f"{self.spec.name} exited; see {self.logs}")
-        readiness = flows.Readiness(self.ports[0], self.spec.sessions())
+        readiness = flows.Readiness(self.ports[0], self.spec.sessions(self.config))
         for log in self.logs:
             for line in log.read_text(errors="replace").splitlines():
                 readiness.feed(line)
@@ -204,8 +204,8 @@ class Pipeline:
     def __init__(self, config: Config, root: Path, workdir: Path, ingest: int, decode: int):
         self.settings, self.root, self.workdir = config.connections, root, workdir
         self.ingest_settings = config.ingest
-        self.ingest = FlowGroup("ingest", ingest, root, workdir)
-        self.decode = FlowGroup("decode", decode, root, workdir)
+        self.ingest = FlowGroup("ingest", ingest, root, workdir, config)
+        self.decode = FlowGroup("decode", decode, root, workdir, config)
 
     @property
     def name(self) -> str:
@@ -525,11 +525,12 @@ def topic_census(settings: Settings, topic: str, idle_s: float = 2.0) -> OffsetC
     return census
 
 
-def decode_scaling(settings: Settings, root: Path, workdir: Path, messages: int) -> dict:
+def decode_scaling(config: Config, root: Path, workdir: Path, messages: int) -> dict:
     """A pre-filled raw topic (the mix of ``bench.decode_flow``) read by a bare consumer, then
     drained by the decode flow with 1 and with 2 processes (all outputs on)."""
     from bench.decode_flow import Window, decoded_rows, entries, fill_topic, mix
 
+    settings = config.connections
     suffix = str(int(time.time()))
     topics = {
         "F2_TOPIC_RAW": f"scale_raw_{suffix}",
@@ -550,7 +551,7 @@ def decode_scaling(settings: Settings, root: Path, workdir: Path, messages: int)
     }
     for processes in (1, 2):
         shutil.rmtree(root / "recovery" / "decode", ignore_errors=True)
-        group = FlowGroup("decode", processes, root, workdir)
+        group = FlowGroup("decode", processes, root, workdir, config)
         started = time.monotonic()
         group.start(topics)
         first: tuple[float, int] | None = None
@@ -600,7 +601,7 @@ def run(quick: bool, workdir: Path, fresh_broker: bool = True) -> dict[str, Any]
     for ingest, decode in configs:
         pipeline = Pipeline(config, root, workdir, ingest, decode)
         ramps.append(ramp(pipeline, rates, duration, not quick, fresh_broker))
-    scaling = decode_scaling(settings, root, workdir, 10_000 if quick else 60_000)
+    scaling = decode_scaling(config, root, workdir, 10_000 if quick else 60_000)
     return {
         "stack": str(root),
         "step_seconds": duration,

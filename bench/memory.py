@@ -162,8 +162,8 @@ def run(big: int, topics: int, workdir: Path) -> dict[str, Any]:
     f2("stack", "stop", "kafka")
     f2("stack", "start", "kafka")
     forget_sessions(sessions)
-    ingest = FlowGroup("ingest", 1, root, workdir)
-    decode = FlowGroup("decode", 1, root, workdir)
+    ingest = FlowGroup("ingest", 1, root, workdir, config)
+    decode = FlowGroup("decode", 1, root, workdir, config)
     base = datetime(2002, 6, 1, tzinfo=UTC) + timedelta(hours=int(time.time()) % 5000)
     bigs = [big_message(seq, base) for seq in range(big)]
     smalls = [(long_topic(n), b"{}") for n in range(topics)]
