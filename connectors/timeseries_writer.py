@@ -112,6 +112,9 @@ CONFLICT_LOG_INTERVAL_S = 10.0
 CANARY_MAX_AGE_S = 3600.0
 """A canary older than this is not written again (retention may have removed its row since)."""
 WRITE_POLL = timedelta(milliseconds=5)
+BUFFER_LIMIT = 4
+"""A shard's buffer, in ``F2_STORE_BATCH_ROWS``, at which the flow waits for the write in
+flight (bounds the rows held while the database is slow)."""
 LATENCY_SAMPLES = 200  # latency observations per flush at most (evenly spaced over its messages)
 
 
@@ -621,10 +624,13 @@ class StoreBatcher(StatefulLogic[RowBatch, Rejected, RowBatch]):
     """Buffers one shard's rows and writes them at N rows or T ms after the first buffered row.
 
     Writes are pipelined: a full buffer is handed to the writer's own thread (``submit``) and the
-    next buffer fills while it runs (PostgreSQL works on the other core meanwhile); at most one
-    write is in flight, so the next flush waits for it (backpressure). The recovery snapshot is
-    the in-flight batch plus the buffer, so an epoch never commits rows that are not stored yet;
-    after a crash they are written again (idempotent). Emits the rows the database refused.
+    next buffer fills while it runs (PostgreSQL works on the other core meanwhile). At most one
+    write is in flight: a buffer that is due while one runs keeps filling, and goes as one larger
+    write as soon as that one ends (polled every ``WRITE_POLL``), so the flow's thread goes on
+    decoding instead of waiting for the database; it waits (backpressure) only when the buffer
+    reaches ``BUFFER_LIMIT`` × N rows. The recovery snapshot is the in-flight batch plus the
+    buffer, so an epoch never commits rows that are not stored yet; after a crash they are written
+    again (idempotent). Emits the rows the database refused.
     """
 
     def __init__(
@@ -649,25 +655,24 @@ class StoreBatcher(StatefulLogic[RowBatch, Rejected, RowBatch]):
         self._buf.extend(value)
         out = self._collect(wait=False)
         if len(self._buf) >= self._max_rows:
-            out += self._start()
+            out += self._start(block=len(self._buf) >= self._max_rows * BUFFER_LIMIT)
         return out, self._keep()
 
     def on_notify(self) -> tuple[list[Rejected], bool]:
         out = self._collect(wait=False)
-        if self._deadline is not None and self._now() >= self._deadline:
-            out += self._start()
+        if self._due():
+            out += self._start(block=False)
         return out, self._keep()
 
     def on_eof(self) -> tuple[list[Rejected], bool]:
-        out = self._start()
+        out = self._start(block=True)
         out += self._collect(wait=True)
         return out, self._keep()
 
     def notify_at(self) -> datetime | None:
-        if self._inflight is None:
-            return self._deadline
-        poll = self._now() + WRITE_POLL
-        return poll if self._deadline is None else min(poll, self._deadline)
+        # With a write in flight nothing can start before it ends: poll it (a deadline passed
+        # meanwhile would wake the operator in a loop).
+        return self._deadline if self._inflight is None else self._now() + WRITE_POLL
 
     def snapshot(self) -> RowBatch:
         snap = RowBatch()
@@ -677,8 +682,17 @@ class StoreBatcher(StatefulLogic[RowBatch, Rejected, RowBatch]):
             snap.extend(self._buf)
         return snap
 
-    def _start(self) -> list[Rejected]:
-        """Hand the buffer to the writer (after the write in flight, if any, finished)."""
+    def _due(self) -> bool:
+        if self._buf is None:
+            return False
+        late = self._deadline is not None and self._now() >= self._deadline
+        return late or len(self._buf) >= self._max_rows
+
+    def _start(self, block: bool) -> list[Rejected]:
+        """Hand the buffer to the writer. With a write in flight: wait for it if ``block``, else
+        leave the buffer to fill until it has ended."""
+        if self._inflight is not None and not block and not self._inflight[0].done():
+            return []
         out = self._collect(wait=True)
         buf, self._buf, self._deadline = self._buf, None, None
         if buf is not None and (len(buf) or buf.entries):

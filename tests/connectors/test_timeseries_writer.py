@@ -16,7 +16,7 @@ from connectors.store_rows import (
     mark,
     reading_row,
 )
-from connectors.timeseries_writer import StoreBatcher, StoreSettings, dimension_rows
+from connectors.timeseries_writer import BUFFER_LIMIT, StoreBatcher, StoreSettings, dimension_rows
 from schemas.records import ControllerEntry, DataPointDef, Event, RawMessage, Reading, SensorEntry
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -91,15 +91,33 @@ def test_deadline_is_set_by_first_row_not_the_last():
     assert logic.notify_at() is None
 
 
-def test_one_write_in_flight_the_next_flush_waits_for_it():
+def test_a_buffer_due_during_a_write_keeps_filling_and_goes_when_the_write_ends():
+    clock, writes = Clock(), Writes()
+    logic = batcher(clock, writes, n=2)
+    logic.on_item(rows(2))  # in flight
+    logic.on_item(rows(2))  # full, but the first write runs: the flow does not wait for it
+    clock.now += timedelta(milliseconds=300)
+    assert logic.on_notify() == ([], StatefulLogic.RETAIN)  # due, still waiting for the write
+    logic.on_item(rows(1))
+    assert writes.sizes == [2]
+    assert logic.notify_at() == clock.now + timedelta(milliseconds=5)  # polls the write
+    writes.finish()
+    logic.on_notify()
+    assert writes.sizes == [2, 3]  # one larger write as soon as the first ended
+    assert len(logic.snapshot()) == 3
+
+
+def test_the_flow_waits_for_the_write_in_flight_at_the_buffer_limit():
     clock, writes = Clock(), Writes()
     logic = batcher(clock, writes, n=2)
     logic.on_item(rows(2))
     pending = writes.pending[0]
-    clock.now += timedelta(milliseconds=1)
+    for _ in range(BUFFER_LIMIT - 1):
+        logic.on_item(rows(2))
+    assert writes.sizes == [2] and not pending.done()
     threading.Timer(0.05, writes.finish).start()
-    logic.on_item(rows(2))  # must wait for the first write before starting the second
-    assert pending.done() and writes.sizes == [2, 2]
+    logic.on_item(rows(2))  # BUFFER_LIMIT x batch_rows buffered: waits for the first write
+    assert pending.done() and writes.sizes == [2, 2 * BUFFER_LIMIT]
 
 
 def test_snapshot_holds_the_write_in_flight_and_the_buffer():
