@@ -147,13 +147,22 @@ _GAP_LOG = {
 
 class _RawPartition(StatefulSourcePartition[RawMessage, int]):
     def __init__(
-        self, config: dict, topic: str, partition: int, offset: int, batch: int, gap_wait_s: float
+        self,
+        config: dict,
+        topic: str,
+        partition: int,
+        offset: int,
+        batch: int,
+        gap_wait_s: float,
+        batch_wait_s: float = 0.0,
     ) -> None:
         self._consumer = Consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         self._topic, self._partition, self._batch = topic, partition, batch
         self._order = OffsetOrder(offset, gap_wait_s)
         self._awake: timedelta | None = None
+        self._window = timedelta(seconds=batch_wait_s)
+        self._idle = self._window or _IDLE
         self._lag = LagReporter(topic, partition)
 
     def next_batch(self) -> list[RawMessage]:
@@ -175,8 +184,10 @@ class _RawPartition(StatefulSourcePartition[RawMessage, int]):
             # Drops what was fetched past the gap; the fetch starts again at the missing offset.
             self._consumer.assign([TopicPartition(topic, partition, self._order.next_offset)])
             self._awake = GAP_RETRY
-        else:
-            self._awake = None if out else _IDLE
+        elif len(messages) >= self._batch:
+            self._awake = None  # more may be waiting
+        else:  # let records gather for the batch window (or poll idle at that pace)
+            self._awake = (self._window or None) if out else self._idle
         self._lag.update(self._consumer, self._order.next_offset)
         return out
 
@@ -201,6 +212,7 @@ class RawKafkaSource(FixedPartitionedSource[RawMessage, int]):
         group_id: str = "f2-decode",
         gap_wait_s: float = GAP_WAIT_S,
         client: Mapping[str, str] | None = None,
+        batch_wait_s: float = 0.0,
     ) -> None:
         self._bootstrap, self._topic, self._batch, self._group = (
             bootstrap,
@@ -209,6 +221,7 @@ class RawKafkaSource(FixedPartitionedSource[RawMessage, int]):
             group_id,
         )
         self._gap_wait_s = gap_wait_s
+        self._batch_wait_s = batch_wait_s
         self._client = client or {}
 
     def list_parts(self) -> list[str]:
@@ -232,4 +245,12 @@ class RawKafkaSource(FixedPartitionedSource[RawMessage, int]):
             },
         )
         offset = OFFSET_BEGINNING if resume_state is None else resume_state
-        return _RawPartition(config, topic, int(partition), offset, self._batch, self._gap_wait_s)
+        return _RawPartition(
+            config,
+            topic,
+            int(partition),
+            offset,
+            self._batch,
+            self._gap_wait_s,
+            self._batch_wait_s,
+        )

@@ -115,6 +115,7 @@ class MqttSourceSettings(msgspec.Struct, frozen=True):
     session_expiry_s: int = 7 * 24 * 3600
     receive_maximum: int = 20000
     batch_size: int = 2000
+    batch_wait_ms: int = 0
     keepalive_s: int = 30
     tls: bool = False
     ca_file: str = ""
@@ -136,6 +137,7 @@ def source_settings(settings: Settings, ingest: IngestSettings) -> MqttSourceSet
         session_expiry_s=ingest.session_expiry_s,
         receive_maximum=ingest.receive_maximum,
         batch_size=ingest.batch_size,
+        batch_wait_ms=ingest.batch_wait_ms,
         keepalive_s=ingest.keepalive_s,
         max_buffer_bytes=ingest.max_buffer_bytes,
         state_dir=ingest.state_dir,
@@ -332,6 +334,9 @@ class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
         self._budget = budget or PayloadBudget(config.max_buffer_bytes)
         self._budget.parts.append(self)
         self._batch_bytes = max(config.max_buffer_bytes // BATCH_SHARE, 1)
+        self._batch_wait_s = config.batch_wait_ms / 1000
+        self._idle = timedelta(milliseconds=config.batch_wait_ms) if config.batch_wait_ms else _IDLE
+        self._last_batch = 0.0
         self._check_every = max(config.max_buffer_bytes // CHECK_SHARE, 1)
         self._next_check = 0
         self._paused = False
@@ -496,6 +501,7 @@ class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
             size += len(raw.payload)
             batch.append(raw)
         self._epoch_bytes += size
+        self._last_batch = time.monotonic()
         count = len(batch)
         self._received.inc(count)
         self._unacked.set(_count(emitted) + _count(self._to_ack))
@@ -517,9 +523,14 @@ class _MqttPartition(StatefulSourcePartition[RawMessage, None]):
         self._unacked.set(_count(self._emitted))
 
     def next_awake(self) -> datetime | None:
-        if self._inbox:
+        """Now when a full batch waits; else at the end of the batch window that began with the
+        last batch (fewer, larger batches through the flow); when idle, polls at that pace."""
+        if len(self._inbox) >= self._config.batch_size:
             return None
-        return datetime.now(UTC) + _IDLE
+        wait = self._last_batch + self._batch_wait_s - time.monotonic()
+        if wait <= 0:
+            return None if self._inbox else datetime.now(UTC) + self._idle
+        return datetime.now(UTC) + timedelta(seconds=wait)
 
     def snapshot(self) -> None:
         self._to_ack.extend(self._emitted)

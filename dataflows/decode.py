@@ -89,6 +89,7 @@ def connectors(config: Config, dynamic_kafka_sink: bool = False) -> DecodeConnec
             config.decode.batch_size,
             gap_wait_s=config.decode.gap_wait_ms / 1000,
             client=client,
+            batch_wait_s=config.decode.batch_wait_ms / 1000,
         ),
         registry_feed=RegistryFeedSource(s.params_dsn),
         registry=lambda: thread_store(s.params_dsn, s.redis_url, config.registry),

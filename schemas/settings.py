@@ -201,6 +201,19 @@ class IngestSettings(msgspec.Struct, frozen=True):
     batch_size: Annotated[
         int, Positive, setting("F2_INGEST_BATCH_SIZE", "maximum messages per source batch")
     ] = 2000
+    batch_wait_ms: Annotated[
+        int,
+        msgspec.Meta(ge=0),
+        setting(
+            "F2_INGEST_BATCH_WAIT_MS",
+            (
+                "after a batch smaller than `F2_INGEST_BATCH_SIZE`, how long a session lets "
+                "messages gather before the next (fewer, larger batches: less CPU per "
+                "message; adds at most this to latency); also its idle poll interval "
+                "(10 ms at `0`)"
+            ),
+        ),
+    ] = 0
     keepalive_s: Annotated[int, Positive, setting("F2_INGEST_KEEPALIVE_S", "MQTT keepalive")] = 30
     max_buffer_bytes: Annotated[
         int,
@@ -249,6 +262,19 @@ class DecodeSettings(msgspec.Struct, frozen=True):
             ),
         ),
     ] = 5000
+    batch_wait_ms: Annotated[
+        int,
+        msgspec.Meta(ge=0),
+        setting(
+            "F2_DECODE_BATCH_WAIT_MS",
+            (
+                "after a poll that returned less than `F2_DECODE_BATCH_SIZE`, how long a raw "
+                "partition lets records gather before the next (fewer, larger batches: less "
+                "CPU per message; adds at most this to latency); also its idle poll interval "
+                "(10 ms at `0`)"
+            ),
+        ),
+    ] = 0
     recovery_parts: Annotated[
         int,
         Positive,

@@ -4,6 +4,7 @@ are passed over (a broker that makes a later batch readable before an earlier on
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -62,6 +63,7 @@ def partition(consumer: Batches, offset: int, wait_s: float = 60.0) -> _RawParti
         None,
         NoLag(),
     )
+    part._window, part._idle = timedelta(0), timedelta(milliseconds=10)
     return part
 
 
@@ -184,3 +186,16 @@ def test_without_a_wait_a_late_batch_is_lost() -> None:
         got = fetch(log, order.next_offset, now)
         emitted += got[: order.admit(got, now)[0]]
     assert len(emitted) == 10 and 5 not in emitted
+
+
+def test_batch_window_after_a_partial_poll_and_none_after_a_full_one() -> None:
+    part = partition(Batches([5, 6], list(range(7, 107)), []), 5)
+    part._window = timedelta(milliseconds=40)
+    offsets(part)
+    awake = part.next_awake()
+    assert awake is not None  # 2 of 100: let records gather for the window
+    assert awake - datetime.now(UTC) <= timedelta(milliseconds=40)
+    assert len(offsets(part)) == 100
+    assert part.next_awake() is None  # a full poll: more may be waiting
+    assert offsets(part) == []
+    assert part.next_awake() is not None  # idle

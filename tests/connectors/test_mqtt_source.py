@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import paho.mqtt.client as mqtt
@@ -319,3 +320,20 @@ def test_forgotten_sessions_are_not_alarms(tmp_path) -> None:
     memory = mqtt_source.SessionMarkers("")  # no folder: this process only
     memory.mark("x")
     assert memory.exists("x") and not mqtt_source.SessionMarkers("").exists("x")
+
+
+def test_batch_window_lets_messages_gather_after_a_batch(monkeypatch) -> None:
+    client = FakeClient()
+    monkeypatch.setattr(mqtt_source._MqttPartition, "_connect", lambda self: client)
+    config = MqttSourceSettings("h", 1, "u", "p", batch_size=3, batch_wait_ms=50)
+    partition = MqttSource(config).build_part("mqtt", "s0", None)
+    partition._generation = 1
+    receive(partition, 1)
+    assert partition.next_awake() is None  # nothing emitted yet: take it now
+    assert len(partition.next_batch()) == 1
+    receive(partition, 2)
+    awake = partition.next_awake()  # a small batch waits for the window
+    assert awake is not None
+    assert timedelta(0) < awake - datetime.now(UTC) <= timedelta(milliseconds=50)
+    receive(partition, 3, 4)
+    assert partition.next_awake() is None  # a full batch goes at once
