@@ -1,6 +1,6 @@
 """End-to-end benchmark: simulator → Mosquitto → ingest → Kafka → decode → PostgreSQL at increasing
-offered rates, up to the sustainable maximum; plus the decode flow's scaling against a bare Kafka
-consumer on a pre-filled topic.
+offered rates, to the highest rate with p99 ≤ 1 s; CPU per message at ×1 and ×2 processes; plus
+the decode flow's scaling against a bare Kafka consumer on a pre-filled topic.
 
 Everything runs on an isolated stack (``F2_STACK_DIR``, default ``/tmp/bench-stack`` with
 ``F2_STACK_PORT_OFFSET=1000``, brought up with ``f2 stack up``), never the shared one. The flows run
@@ -19,11 +19,20 @@ shares); carried over from step to step, the earlier steps' data made a later st
 the pipeline is. Apache Kafka finds a fetch offset through its segment index, whatever the log
 holds. ``--keep-broker`` runs the whole ramp on one broker instead.
 
-A step is **sustained** when nothing is missing, the simulator achieved at least 95 % of the
-offered rate, and the backlog drained within ``DRAIN_LIMIT_S`` after the last publish (a
-pipeline that falls behind accumulates a backlog proportional to the step's length). A step that
-is not sustained is run once more (the machine is shared and noisy); the ramp stops at the first
-rate that fails twice (then, in full mode, one step halfway back).
+A step is **within the latency bound** when nothing is missing, the simulator achieved at least
+95 % of the offered rate, and p99 (device time → database commit) ≤ 1 s; it is **sustained** when
+nothing is missing, the rate was achieved and the backlog drained within ``DRAIN_LIMIT_S`` after
+the last publish. The headline is the **latency-bounded throughput** of ingest ×1 + decode ×1:
+30 s steps at rising rates (each tried twice at most: the machine is shared), finer steps between
+the last rate within the bound and the first beyond it (down to 500 msg/s apart), then that rate
+three more times, whose median p99 must stay within the bound with no row lost (:func:`ramp`).
+"Maximum sustained" stays as a secondary figure. One more step at that rate runs with a wait
+profile of both flows (:mod:`bench.waits`), reported apart because sampling costs CPU.
+
+CPU per message: a 30 s step at a fixed 5,000 msg/s with ×1 and with ×2 processes of each flow;
+µs per published message for every process group, and the scale-out efficiency (µs/msg at ×1 ÷
+at ×2, per flow): a second process that costs no extra CPU per message would scale on a second
+machine even where this box is full (:func:`cpu_per_message`).
 
 Latency: from the decode flow's ``f2_e2e_latency_seconds{since="device"}`` histogram (device
 timestamp → database commit; at most 200 evenly spaced samples per flush), scraped before and
@@ -79,8 +88,17 @@ SEED = 4242
 LATENCY = "f2_e2e_latency_seconds"
 API_PORTS = {"ingest": (3531, 3532), "decode": (3541, 3542)}
 CLUSTER_PORTS = {"ingest": (2331, 2332), "decode": (2341, 2342)}
-FULL_RATES = (2000, 3500, 5000, 7500, 10000, 15000, 20000, 30000)
+FULL_RATES = (2000, 5000, 7500, 10000, 12500, 15000, 20000)
 QUICK_RATES = (2000, 5000)
+FULL_STEP_S, QUICK_STEP_S = 30.0, 8.0
+LATENCY_BOUND_MS = 1000.0
+"""The headline's bound: p99 of device time → database commit."""
+KNEE_RESOLUTION = 500
+"""Refinement between the last rate within the bound and the first beyond stops at this gap."""
+REPEATS = 3
+"""The final (highest within-bound) rate is run this many more times; its median p99 decides."""
+CPU_RATE, QUICK_CPU_RATE = 5000, 2000
+"""The fixed offered rate of the CPU-per-message steps (×1 and ×2 processes)."""
 STALL_S = 30.0
 HOPS: dict[str, tuple[str, str, dict[str, str]]] = {
     "ingest_received": ("ingest", "f2_ingest_received_total", {}),
@@ -345,8 +363,11 @@ class Pipeline:
         missing = max(0, expected - stored)
         hops = self.hops(before_hops, summary["published"]) if missing else None
         gaps = self.gaps(before_hops)
-        sustained = done and missing == 0 and achieved >= ACHIEVED_MIN * rate
-        sustained = sustained and drain_s <= DRAIN_LIMIT_S
+        delivered = done and missing == 0 and achieved >= ACHIEVED_MIN * rate
+        sustained = delivered and drain_s <= DRAIN_LIMIT_S
+        p99 = quantile_of(latency, 0.99)
+        within_bound = delivered and p99 is not None and p99 * 1000 <= LATENCY_BOUND_MS
+        published = max(1, summary["published"])
         return {
             "config": self.name,
             "offered_msgs_per_s": rate,
@@ -358,6 +379,7 @@ class Pipeline:
             "extra_rows": max(0, stored - expected),
             "drain_s": round(drain_s, 2),
             "sustained": sustained,
+            "within_latency_bound": within_bound,
             "delivered_msgs_per_s": round(summary["published"] / (duration + drain_s)),
             "stored_rows_per_s": round(stored / (duration + drain_s)),
             "ingest_msgs_per_s": round((after_ingest - before_ingest) / window_s),
@@ -374,6 +396,7 @@ class Pipeline:
             "decode_offset_gaps": gaps,
             "cpu_s": cpu,
             "cpu_cores": {role: round(s / window_s, 3) for role, s in cpu.items()},
+            "cpu_us_per_msg": {role: round(s / published * 1e6, 1) for role, s in cpu.items()},
         }
 
 
@@ -398,64 +421,187 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+class Ramp:
+    """Steps of one pipeline configuration, each on a fresh broker and freshly started flows
+    (unless ``fresh_broker`` is off; see the module's docstring)."""
+
+    def __init__(self, pipeline: Pipeline, duration: float, fresh_broker: bool = True) -> None:
+        self.pipeline, self.duration, self.fresh_broker = pipeline, duration, fresh_broker
+        self.steps: list[dict[str, Any]] = []
+        self._started = False
+
+    def run(self, rate: float, role: str = "ramp", **sample: Any) -> dict[str, Any]:
+        """One step at ``rate`` (``role``: ramp, refine, repeat, profile, cpu); ``sample``:
+        arguments of :func:`profile_flows` to take a wait profile during it."""
+        if self._started and self.fresh_broker:
+            self.stop()
+        if not self._started or self.fresh_broker:
+            self.pipeline.start()
+            self.pipeline.step(WARMUP_RATE, WARMUP_S, register=not self._started)
+            self._started = True
+        samplers = profile_flows(self.pipeline, **sample) if sample else None
+        step = self.pipeline.step(rate, self.duration)
+        step["role"] = role
+        if samplers is not None:
+            step["wait_profile"] = {name: s.finish() for name, s in samplers.items()}
+        self.steps.append(step)
+        print(json.dumps(_brief(step)), file=sys.stderr, flush=True)
+        return step
+
+    def stop(self) -> None:
+        self.pipeline.stop()
+        for step in self.steps:
+            if step["missing_rows"] and "missing_after_restart" not in step:
+                self.pipeline.recount(step)
+
+
+def profile_flows(pipeline: Pipeline, workdir: Path, seconds: float) -> dict[str, Any]:
+    """Samplers (:mod:`bench.waits`) on the first process of each flow, started now."""
+    from bench.waits import Sampler
+
+    samplers = {}
+    for group in (pipeline.ingest, pipeline.decode):
+        label = f"{group.spec.name}-{pipeline.name.replace(' ', '').replace(',', '-')}"
+        samplers[group.spec.name] = Sampler(group.pids[0], seconds, workdir, label)
+    for sampler in samplers.values():
+        sampler.start()
+    return samplers
+
+
 def ramp(
     pipeline: Pipeline,
     rates: tuple[float, ...],
     duration: float,
     refine: bool,
     fresh_broker: bool = True,
+    repeats: int = REPEATS,
+    profile_dir: Path | None = None,
 ) -> dict:
-    """Steps at increasing rates until one is not sustained (then, if ``refine``, one halfway
-    back); the steps and the highest sustained rate. With ``fresh_broker`` every step runs on an
-    empty Kafka and freshly started flows (see the module's docstring)."""
-    steps: list[dict[str, Any]] = []
-    started = False
+    """The latency-bounded ramp of one configuration.
 
-    def stop() -> None:
-        pipeline.stop()
-        for step in steps:
-            if step["missing_rows"] and "missing_after_restart" not in step:
-                pipeline.recount(step)
-
-    def run_step(rate: float) -> None:
-        nonlocal started
-        if started and fresh_broker:
-            stop()
-        if not started or fresh_broker:
-            pipeline.start()
-            pipeline.step(WARMUP_RATE, WARMUP_S, register=not started)  # connections, caches
-            started = True
-        steps.append(pipeline.step(rate, duration))
-        print(json.dumps(_brief(steps[-1])), file=sys.stderr, flush=True)
-
+    1. Coarse: ``rates`` in order, each tried twice at most (the box is shared) until one is
+       not sustained (backlog not drained in ``DRAIN_LIMIT_S``, or rows missing).
+    2. With ``refine``: between the highest rate within the bound (p99 ≤ ``LATENCY_BOUND_MS``,
+       zero loss, ≥ 95 % of the offered rate published) and the lowest beyond it, halve the gap
+       down to ``KNEE_RESOLUTION``.
+    3. The highest rate within the bound is run ``repeats`` more times: the headline
+       (``latency_bounded_msgs_per_s``) is that rate if the median p99 of the repeats is within
+       the bound and none lost a row, else the highest lower rate within the bound.
+    4. With ``profile_dir``: one more step at that rate with a wait profile (reported apart).
+    """
+    runner = Ramp(pipeline, duration, fresh_broker)
     try:
         for rate in rates:
-            for _attempt in range(2):  # a step that fails is tried once more (noisy machine)
-                run_step(rate)
-                if steps[-1]["sustained"]:
+            for _attempt in range(2):
+                step = runner.run(rate)
+                if step["sustained"] and step["within_latency_bound"]:
                     break
-            if not steps[-1]["sustained"]:
+            if not step["sustained"]:
                 break
-        good = [s["offered_msgs_per_s"] for s in steps if s["sustained"]]
-        bad = [s["offered_msgs_per_s"] for s in steps if not s["sustained"]]
-        if refine and good and bad and min(bad) > max(good):
-            run_step(round((max(good) + min(bad)) / 2, -2))
+        if refine:
+            for _ in range(4):
+                low, high = _bracket(runner.steps)
+                if low is None or high is None or high - low <= KNEE_RESOLUTION:
+                    break
+                mid = round((low + high) / 2 / KNEE_RESOLUTION) * KNEE_RESOLUTION
+                runner.run(mid, "refine")
+        knee, _ = _bracket(runner.steps)
+        repeated: list[dict[str, Any]] = []
+        if knee is not None:
+            repeated = [runner.run(knee, "repeat") for _ in range(repeats)]
+        if knee is not None and profile_dir is not None:
+            runner.run(knee, "profile", workdir=profile_dir, seconds=max(5.0, duration - 5))
     finally:
-        stop()
-    sustained = [s for s in steps if s["sustained"]]
-    best = max(sustained, key=lambda s: s["offered_msgs_per_s"], default=None)
+        runner.stop()
+    steps = runner.steps
+    measured = [s for s in steps if s["role"] != "profile"]
+    sustained = [s["offered_msgs_per_s"] for s in measured if s["sustained"]]
     return {
         "config": pipeline.name,
         "ingest_processes": pipeline.ingest.processes,
         "decode_processes": pipeline.decode.processes,
-        "max_sustained_msgs_per_s": best["offered_msgs_per_s"] if best else 0,
+        "latency_bound_ms": LATENCY_BOUND_MS,
+        **latency_bounded(measured, knee, repeated),
+        "max_sustained_msgs_per_s": max(sustained, default=0),
         "steps": steps,
     }
 
 
+def _bracket(steps: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    """(highest rate within the bound, lowest rate above it that is not) among ``steps``."""
+    good = [s["offered_msgs_per_s"] for s in steps if s["within_latency_bound"]]
+    low = max(good, default=None)
+    bad = [
+        s["offered_msgs_per_s"]
+        for s in steps
+        if not s["within_latency_bound"] and (low is None or s["offered_msgs_per_s"] > low)
+    ]
+    return low, min(bad, default=None)
+
+
+def latency_bounded(
+    steps: list[dict[str, Any]], knee: float | None, repeated: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The headline from the ramp's ``steps`` and the ``repeated`` runs of the ``knee`` rate."""
+    p99s = sorted(s["p99_ms"] if s["p99_ms"] is not None else float("inf") for s in repeated)
+    median = p99s[len(p99s) // 2] if p99s else None
+    lost = sum(s["missing_rows"] for s in repeated)
+    confirmed = knee is not None and median is not None and median <= LATENCY_BOUND_MS
+    confirmed = confirmed and lost == 0
+    rate = knee if confirmed else None
+    if rate is None and knee is not None:
+        lower = [
+            s["offered_msgs_per_s"]
+            for s in steps
+            if s["within_latency_bound"] and s["offered_msgs_per_s"] < knee
+        ]
+        rate = max(lower, default=None)
+    return {
+        "latency_bounded_msgs_per_s": rate or 0,
+        "knee_msgs_per_s": knee,
+        "knee_repeats_p99_ms": [None if p == float("inf") else p for p in p99s],
+        "knee_repeats_median_p99_ms": None if median in (None, float("inf")) else median,
+        "knee_repeats_missing_rows": lost,
+        "knee_confirmed": confirmed,
+    }
+
+
+def cpu_per_message(
+    config: Config, root: Path, workdir: Path, rate: float, duration: float
+) -> dict[str, Any]:
+    """CPU µs per message of every process at one fixed offered ``rate``, with ×1 and ×2
+    processes of each flow; scale-out efficiency = µs/msg at ×1 ÷ µs/msg at ×2."""
+    runs: dict[str, Any] = {}
+    for processes in (1, 2):
+        runner = Ramp(Pipeline(config, root, workdir, processes, processes), duration)
+        try:
+            step = runner.run(rate, "cpu")
+        finally:
+            runner.stop()
+        runs[f"x{processes}"] = {
+            key: step[key] for key in ("offered_msgs_per_s", "published", "missing_rows", "p99_ms")
+        } | {"us_per_msg": step["cpu_us_per_msg"], "cpu_cores": step["cpu_cores"]}
+    return {"rate_msgs_per_s": rate, "step_seconds": duration, **runs, **scale_out(runs)}
+
+
+def scale_out(runs: dict[str, Any]) -> dict[str, Any]:
+    """Per flow and for both: µs/msg ×1 ÷ ×2 (1.0 = a second process costs nothing extra per
+    message) and the cluster's extra µs per message (×2 − ×1)."""
+    one, two = runs["x1"]["us_per_msg"], runs["x2"]["us_per_msg"]
+    out: dict[str, Any] = {"efficiency": {}, "cluster_us_per_msg": {}}
+    for name in ("ingest", "decode"):
+        out["efficiency"][name] = round(one[name] / two[name], 3) if two.get(name) else None
+        out["cluster_us_per_msg"][name] = round(two[name] - one[name], 1)
+    both_one, both_two = one["ingest"] + one["decode"], two["ingest"] + two["decode"]
+    out["efficiency"]["ingest_plus_decode"] = round(both_one / both_two, 3) if both_two else None
+    out["ingest_plus_decode_us_per_msg"] = round(both_one, 1)
+    return out
+
+
 def _brief(step: dict[str, Any]) -> dict[str, Any]:
-    keys = ("config", "offered_msgs_per_s", "achieved_msgs_per_s", "sustained", "missing_rows")
-    keys += ("drain_s", "p50_ms", "p99_ms", "decode_offset_gaps", "hops")
+    keys = ("config", "role", "offered_msgs_per_s", "achieved_msgs_per_s", "sustained")
+    keys += ("within_latency_bound", "missing_rows", "drain_s", "p50_ms", "p99_ms")
+    keys += ("cpu_us_per_msg", "decode_offset_gaps", "hops")
     return {key: step[key] for key in keys if key in step}
 
 
@@ -595,12 +741,20 @@ def run(quick: bool, workdir: Path, fresh_broker: bool = True) -> dict[str, Any]
     settings = config.connections
     root = Path(settings.stack_dir)
     rates = QUICK_RATES if quick else FULL_RATES
-    duration = 8.0 if quick else 15.0
-    configs = [(1, 1)] if quick else [(1, 1), (2, 2)]
-    ramps = []
-    for ingest, decode in configs:
-        pipeline = Pipeline(config, root, workdir, ingest, decode)
-        ramps.append(ramp(pipeline, rates, duration, not quick, fresh_broker))
+    duration = QUICK_STEP_S if quick else FULL_STEP_S
+    pipeline = Pipeline(config, root, workdir, 1, 1)
+    ramps = [
+        ramp(
+            pipeline,
+            rates,
+            duration,
+            refine=not quick,
+            fresh_broker=fresh_broker,
+            repeats=1 if quick else REPEATS,
+            profile_dir=workdir,
+        )
+    ]
+    cpu = cpu_per_message(config, root, workdir, QUICK_CPU_RATE if quick else CPU_RATE, duration)
     scaling = decode_scaling(config, root, workdir, 10_000 if quick else 60_000)
     return {
         "stack": str(root),
@@ -609,6 +763,7 @@ def run(quick: bool, workdir: Path, fresh_broker: bool = True) -> dict[str, Any]
         "broker_per_step": "fresh" if fresh_broker else "kept",
         "latency_source": 'decode flow histogram f2_e2e_latency_seconds{since="device"}',
         "ramps": ramps,
+        "cpu_per_message": cpu,
         "decode_scaling": scaling,
     }
 
