@@ -239,10 +239,11 @@ def test_simulator_summary_takes_each_configurations_best_round_with_its_broker_
 
 
 class FakePipeline:
-    """Records what a ramp asks of the pipeline; a step is sustained below ``limit`` msg/s."""
+    """Records what a ramp asks of the pipeline: a step is sustained below ``limit`` msg/s and
+    within the latency bound below ``bound``."""
 
-    def __init__(self, limit: float) -> None:
-        self.limit, self.calls = limit, []
+    def __init__(self, limit: float, bound: float | None = None) -> None:
+        self.limit, self.bound, self.calls = limit, bound or limit, []
         self.ingest = self.decode = type("Group", (), {"processes": 1})()
         self.name = "fake"
 
@@ -254,40 +255,48 @@ class FakePipeline:
 
     def step(self, rate: float, duration: float, register: bool = False) -> dict:
         self.calls.append(("step", rate, register))
+        missing = 0 if rate < self.limit or rate == e2e.WARMUP_RATE else 7
         return {
             "offered_msgs_per_s": rate,
             "sustained": rate < self.limit,
-            "missing_rows": 0 if rate < self.limit or rate == e2e.WARMUP_RATE else 7,
-            **{k: 0 for k in ("config", "achieved_msgs_per_s", "drain_s", "p50_ms", "p99_ms")},
+            "within_latency_bound": rate < self.bound and not missing,
+            "missing_rows": missing,
+            "p99_ms": 500.0 if rate < self.bound else 5000.0,
+            **{k: 0 for k in ("config", "achieved_msgs_per_s", "drain_s", "p50_ms")},
         }
 
     def recount(self, step: dict) -> None:
         self.calls.append(("recount", step["offered_msgs_per_s"]))
         step["missing_after_restart"] = 0
 
+    def rates(self) -> list[float]:
+        return [c[1] for c in self.calls if c[0] == "step" and c[1] != e2e.WARMUP_RATE]
 
-def test_ramp_runs_every_step_on_a_fresh_broker_and_registers_once():
-    pipeline = FakePipeline(limit=4000)
-    result = e2e.ramp(pipeline, (2000, 3000, 5000), 15.0, refine=True)  # type: ignore[arg-type]
-    warm = ("step", e2e.WARMUP_RATE, False)
-    assert pipeline.calls == [
-        "start", ("step", e2e.WARMUP_RATE, True), ("step", 2000, False),
-        "stop", "start", warm, ("step", 3000, False),
-        "stop", "start", warm, ("step", 5000, False),
-        "stop", ("recount", 5000),  # rows missing: decode restarted, rows counted again
-        "start", warm, ("step", 5000, False),  # a failed step is tried once more
-        "stop", ("recount", 5000), "start", warm, ("step", 4000, False),  # one halfway back
-        "stop", ("recount", 4000),
+
+def test_ramp_refines_the_knee_and_repeats_it_on_fresh_brokers():
+    pipeline = FakePipeline(limit=4000, bound=3500)
+    result = e2e.ramp(pipeline, (2000, 3000, 5000), 30.0, refine=True)  # type: ignore[arg-type]
+    # coarse (5000 tried twice), then halfway twice down to 500 apart, then the knee 3 times
+    assert pipeline.rates() == [2000, 3000, 5000, 5000, 4000, 3500, 3000, 3000, 3000]
+    registers = [c for c in pipeline.calls if c[0] == "step" and c[2]]
+    assert registers == [("step", e2e.WARMUP_RATE, True)]  # the fleet is registered once
+    assert pipeline.calls.count("start") == 9 and pipeline.calls[-1] == "stop"
+    assert [c for c in pipeline.calls if c[0] == "recount"] == [
+        ("recount", 5000), ("recount", 5000), ("recount", 4000)
     ]  # fmt: skip
-    assert result["max_sustained_msgs_per_s"] == 3000
+    assert result["latency_bounded_msgs_per_s"] == 3000 and result["knee_confirmed"]
+    assert result["knee_repeats_p99_ms"] == [500.0, 500.0, 500.0]
+    assert result["max_sustained_msgs_per_s"] == 3500
+    assert [s["role"] for s in result["steps"]][-4:] == ["refine", "repeat", "repeat", "repeat"]
 
 
 def test_ramp_can_keep_one_broker():
     pipeline = FakePipeline(limit=2500)
-    e2e.ramp(pipeline, (2000, 3000), 15.0, refine=False, fresh_broker=False)  # type: ignore[arg-type]
+    e2e.ramp(pipeline, (2000, 3000), 15.0, refine=False, fresh_broker=False, repeats=1)  # type: ignore[arg-type]
     assert pipeline.calls == [
         "start", ("step", e2e.WARMUP_RATE, True), ("step", 2000, False),
-        ("step", 3000, False), ("step", 3000, False), "stop", ("recount", 3000), ("recount", 3000),
+        ("step", 3000, False), ("step", 3000, False), ("step", 2000, False),
+        "stop", ("recount", 3000), ("recount", 3000),
     ]  # fmt: skip
 
 
