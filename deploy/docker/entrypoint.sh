@@ -77,6 +77,11 @@ prepare_recovery() {
     echo "decode: created recovery partitions for process $index of $processes in $dir" >&2
 }
 
+# Sourced as a library (deploy/waxctl/waxctl-lib.sh): the functions above, no dispatch.
+if [ "${F2_ENTRYPOINT_LIBRARY:-0}" = 1 ]; then
+    return 0
+fi
+
 command="${1:-help}"
 [ "$#" -gt 0 ] && shift
 

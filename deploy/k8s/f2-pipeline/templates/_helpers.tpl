@@ -113,3 +113,15 @@ so the flows' pods never hold the owner's DSN. Call with (dict "ctx" $ "dsn" "" 
       {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/* One egress rule of networkPolicy.egress.<dep>: to its peers on its ports (no peers: any
+destination, on those ports only). Call with (dict "ctx" $ "dep" "kafka"). */}}
+{{- define "f2.egressRule" -}}
+{{- $rule := required (printf "networkPolicy.egress.%s is required" .dep) (index .ctx.Values.networkPolicy.egress .dep) -}}
+- ports:
+    {{- toYaml (required (printf "networkPolicy.egress.%s.ports is required" .dep) $rule.ports) | nindent 4 }}
+  {{- with $rule.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
