@@ -11,7 +11,8 @@ WITH_ENV = eval "$$($(F2) stack env)" &&
 .PHONY: install demo test lint full-setup secure-setup status health logs logs-connector \
         logs-processor logs-sink db-params db-timescale kafka-topics kafka-raw kafka-decoded \
         kafka-dlq mqtt-monitor mqtt-test security-check performance benchmarks backup clean \
-        restart-secure stack-up stack-down timescale-check deploy-check bench-memory
+        restart-secure stack-up stack-down timescale-check deploy-check bench-memory bench-fleet \
+        waxctl-bundle
 
 install: $(STAMP)
 
@@ -103,6 +104,12 @@ benchmarks: $(PERF_STAMP)
 bench-memory: install
 	$(PY) -m bench.memory
 
+## A fleet of 100,000 controllers at 5,000 msg/s on its own isolated stack (registration, cold
+## start, memory, registry, Redis/PostgreSQL load, a 1k/10k/100k curve; up to 30 min; not part
+## of `make benchmarks`): bench/results/fleet.json and fleet.md.
+bench-fleet: install
+	$(PY) -m bench.fleet
+
 ## PNG charts from the local Prometheus, else from bench/results (installs the [perf] extra).
 performance: $(PERF_STAMP)
 	$(F2) performance
@@ -138,6 +145,11 @@ timescale-check: install
 ## properties; installs its validators on first use (see tools/deploy_check.py).
 deploy-check: install
 	$(PY) -m tools.deploy_check
+
+## The launchers (build/waxctl/launchers/) and the tarball of the flow code with them
+## (build/waxctl/f2-flows.tar) for `waxctl dataflow deploy` (deploy/waxctl/README.md).
+waxctl-bundle: install
+	$(PY) -m tools.waxctl_check bundle
 
 ## Stop the stack and delete its data, the virtualenv and build outputs.
 clean:
