@@ -51,6 +51,8 @@ STAGES: dict[str, tuple[str, list[str], list[str], float]] = {
         ["--messages", "15000", "--naive-messages", "600"],
         600,
     ),
+    # the decode flow against the same job in Quix Streams (its own virtualenv, made on first use)
+    "peer": ("bench.peer", ["--repeat", "2"], ["--messages", "15000", "--repeat", "1"], 900),
     "ingest": ("bench.ingest", ["--messages", "40000"], ["--messages", "10000"], 600),
     "simulator": (
         "bench.simulator",

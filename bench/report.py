@@ -226,6 +226,60 @@ def memory_section(raw: dict | None) -> dict[str, Any]:
     }
 
 
+def peer_section(raw: dict | None, ran: bool) -> dict[str, Any]:
+    """The decode flow against the Quix Streams peer on the same topic in the same run
+    (``bench.peer``); ``ran``: the stage was run (its figures are None if it failed)."""
+    flow, quix = _num(_get(raw, "flow_rows_per_s")), _num(_get(raw, "quixstreams_rows_per_s"))
+    flow_row, quix_row = _get(raw, "flow_us_per_row"), _get(raw, "quixstreams_us_per_row")
+    return {
+        "ran": ran,
+        "quixstreams_rows_per_s": quix,
+        "quixstreams_us_per_msg": _num(_get(raw, "quixstreams_us_per_msg"), 1),
+        "quixstreams_us_per_row": _num(quix_row, 1),
+        "flow_rows_per_s": flow,
+        "flow_us_per_msg": _num(_get(raw, "flow_us_per_msg"), 1),
+        "flow_us_per_row": _num(flow_row, 1),
+        "flow_over_quixstreams": _ratio(flow, quix),
+        "flow_cpu_per_row_over_quixstreams": _ratio(_num(flow_row, 1), _num(quix_row, 1)),
+        "flow_us_per_msg_net": _num(_get(raw, "flow_us_per_msg_net"), 1),
+        "quixstreams_us_per_msg_net": _num(_get(raw, "quixstreams_us_per_msg_net"), 1),
+        "flow_cpu_per_row_net_over_quixstreams": _get(raw, "flow_cpu_per_row_net_over_quixstreams"),
+        "group_join_s": _num(_get(raw, "group_join_s"), 1),
+        "flow_first_row_s": _num(_get(raw, "flow_first_row_s"), 1),
+        "quixstreams_first_row_s": _num(_get(raw, "quixstreams_first_row_s"), 1),
+        "messages": _num(_get(raw, "messages")),
+        "rows": _num(_get(raw, "rows")),
+        "load_average": _get(raw, "load_average"),
+        "load_average_end": _get(raw, "load_average_end"),
+        "quixstreams_version": _get(raw, "versions", "quixstreams", "quixstreams"),
+        "quixstreams_us_per_msg_by_step": {
+            step: _num(_get(raw, "quixstreams_cost_parts", step, "us_per_msg"), 1)
+            for step in ("consume", "decode", "store")
+        },
+    }
+
+
+def peer_targets(peer: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Issue 22's peer targets, when the peer benchmark ran (not met if it failed)."""
+    if not peer["ran"]:
+        return {}
+    return {
+        "peer_flow_over_quixstreams": _target(
+            peer["flow_over_quixstreams"],
+            1.5,
+            "decode flow / Quix Streams peer, rows/s (same topic, same run)",
+            "×",
+        ),
+        "peer_cpu_per_row": _target(
+            peer["flow_cpu_per_row_net_over_quixstreams"],
+            1.0,
+            "decode flow CPU per row / the Quix Streams peer's (whole drain, startup excluded)",
+            "×",
+            below=True,
+        ),
+    }
+
+
 def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every target of issues 3, 5, 6 and 11, with the measured value and met / not met."""
     e2e, at = results["e2e"], results["e2e"]["at_5000"] or {}
@@ -260,6 +314,7 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
             results["store"]["flow_over_naive"], 10.0, "decode flow / naive pipeline", "×"
         ),
         **memory_targets(results["memory"]),
+        **peer_targets(results["peer"]),
     }
 
 
@@ -301,6 +356,7 @@ def build_results(parts: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]
         "simulator": simulator_section(ok.get("simulator")),
         "e2e": e2e_section(ok.get("e2e")),
         "memory": memory_section(ok.get("memory")),
+        "peer": peer_section(ok.get("peer"), "peer" in parts),
     }
     results["cpu"] = cpu_section(results["e2e"])
     results["scaling"] = scaling_section(results["ingest"], ok.get("e2e"), scaling)
@@ -336,6 +392,69 @@ def _fmt(value: Any, unit: str = "") -> str:
     else:
         text = f"{value:,.0f}"
     return f"{text} {unit}".strip() if unit not in ("", "share") else text
+
+
+def peer_lines(p: dict[str, Any]) -> list[str]:
+    """The Markdown of the peer comparison (none if the peer benchmark did not run)."""
+    if not p["ran"]:
+        return []
+    if p["quixstreams_rows_per_s"] is None:
+        return ["", "## Peer: Quix Streams (same run)", "", "Failed: see the list below."]
+
+    def one(value: float | None, digits: int = 1) -> str:
+        return "—" if value is None else f"{value:,.{digits}f}"
+
+    steps = ", ".join(f"{k} {one(v)}" for k, v in p["quixstreams_us_per_msg_by_step"].items())
+    return [
+        "",
+        "## Peer: Quix Streams (same run)",
+        "",
+        f"The same {_fmt(p['messages'])} messages ({_fmt(p['rows'])} rows) drained from one "
+        "pre-filled topic into the same tables, interleaved; timed from the first stored row; "
+        f"CPU of the job's processes only. Load average {p['load_average']} at the start, "
+        f"{p['load_average_end']} at the end.",
+        "",
+        "| job | rows/s | CPU µs/msg | CPU µs/row | first row stored after |",
+        "|---|---|---|---|---|",
+        f"| decode flow (Bytewax; storage + decoded topic + DLQ) | {_fmt(p['flow_rows_per_s'])} "
+        f"| {one(p['flow_us_per_msg'])} | {one(p['flow_us_per_row'])} "
+        f"| {one(p['flow_first_row_s'])} s |",
+        f"| Quix Streams {p['quixstreams_version'] or ''} peer (storage only) "
+        f"| {_fmt(p['quixstreams_rows_per_s'])} | {one(p['quixstreams_us_per_msg'])} "
+        f"| {one(p['quixstreams_us_per_row'])} | {one(p['quixstreams_first_row_s'])} s "
+        f"(consumer-group join {one(p['group_join_s'])} s) |",
+        "",
+        f"Flow / peer: **{one(p['flow_over_quixstreams'], 2)}×** the rows/s, at "
+        f"{one(p['flow_cpu_per_row_over_quixstreams'], 2)}× the peer's CPU per row in that "
+        f"window; over the whole drain, startup excluded: flow {one(p['flow_us_per_msg_net'])}, "
+        f"peer {one(p['quixstreams_us_per_msg_net'])} CPU µs/msg "
+        f"(**{one(p['flow_cpu_per_row_net_over_quixstreams'], 2)}×**). The peer's CPU µs per "
+        f"message, measured inside it, up to each step: {steps}.",
+    ]
+
+
+def fleet_lines(f: dict[str, Any] | None) -> list[str]:
+    """The ``fleet`` section: the latest ``make bench-fleet`` run (its own run, not this one;
+    ``bench/results/fleet.md`` has it all)."""
+    if not f:
+        return []
+    curve = "; ".join(
+        f"{c['controllers']:,}: {_fmt(c.get('decode_rss_mib'), 'MiB')},"
+        f" p99 {_fmt(c.get('p99_s'), 's')}"
+        for c in f.get("curve") or []
+    )
+    return [
+        "",
+        f"## Fleet of {_fmt(f.get('controllers'))} controllers",
+        "",
+        f"From `make bench-fleet` ({f.get('mode')} run of {f.get('started_at')}, "
+        f"`fleet.md`): {_fmt(f.get('rate_msgs_per_s'))} msg/s over the fleet, rows lost "
+        f"{_fmt(f.get('rows_lost'))}; decode's cold start {_fmt(f.get('cold_start_s'), 's')} to "
+        f"the first stored row, registry cache warm after {_fmt(f.get('cache_warm_s'), 's')} "
+        f"({_fmt(f.get('registry_lookups_per_s'))} lookups/s); decode RSS "
+        f"{_fmt(f.get('decode_rss_mib'), 'MiB')}; p99 {_fmt(f.get('p99_s'), 's')}; freshness "
+        f"series {_fmt(f.get('freshness_series'))}. Decode RSS and p99 by fleet size: {curve}.",
+    ]
 
 
 def render_markdown(results: dict[str, Any], plots: list[Path]) -> str:
@@ -389,6 +508,7 @@ def render_markdown(results: dict[str, Any], plots: list[Path]) -> str:
     if s["writer_rows_per_s"]:
         writer = ", ".join(f"{k} {_fmt(v)}" for k, v in s["writer_rows_per_s"].items())
         lines += ["", f"Storage writer alone (rows/s, `bench.store`): {writer}."]
+    lines += peer_lines(r["peer"])
     sc = r["scaling"]
     lines += [
         "",
@@ -464,6 +584,7 @@ def render_markdown(results: dict[str, Any], plots: list[Path]) -> str:
         ]
         for role, cores in sorted(c["cores"].items(), key=lambda kv: -kv[1]):
             lines.append(f"| {role} | {cores:.2f} | {_fmt(c['share'].get(role), 'share')} |")
+    lines += fleet_lines(r.get("fleet"))
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{p.stem}]({p.name})" for p in plots]
@@ -582,9 +703,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _with_fleet(results: dict[str, Any], folder: Path) -> None:
+    """Carry the latest ``make bench-fleet`` results (``fleet.json``) into ``results``."""
+    path = folder / "fleet.json"
+    if "fleet" in results or not path.exists():
+        return
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError:
+        return
+    fleet = doc.get("fleet") or {}
+    if fleet.get("rows_stored") is not None:
+        results["fleet"] = fleet | {"started_at": doc.get("started_at"), "mode": doc.get("mode")}
+
+
 def write_report(results: dict[str, Any], folder: Path, stamp: str) -> list[Path]:
-    """``<stamp>.json``, ``latest.json``, the plots and ``latest.md`` in ``folder``."""
+    """``<stamp>.json``, ``latest.json``, the plots and ``latest.md`` in ``folder`` (with the
+    ``fleet`` section of ``fleet.json``, ``make bench-fleet``'s own results, if there are any)."""
     folder.mkdir(parents=True, exist_ok=True)
+    _with_fleet(results, folder)
     text = json.dumps(results, indent=2) + "\n"
     (folder / f"{stamp}.json").write_text(text)
     (folder / "latest.json").write_text(text)
