@@ -16,11 +16,18 @@ from typing import Any
 
 E2E_RATE_TARGET = 5000
 P99_TARGET_MS = 1000.0
+LATENCY_BOUNDED_TARGET = 10_000
+"""Issue 22: msg/s end to end at p99 ≤ 1 s with zero loss (ingest ×1 + decode ×1, this box)."""
+CPU_TARGET_US = 60.0
+"""Issue 22: ingest + decode CPU µs per message at 5,000 msg/s."""
+SCALE_OUT_TARGET = 0.85
+COPY_SHARE_TARGET = 0.6
 CPU_ROLES = ("simulator", "mosquitto", "ingest", "kafka", "decode", "postgres", "redis", "bench")
 PLOTS = {
     "throughput": "latest-throughput.png",
     "latency": "latest-latency.png",
     "cpu": "latest-cpu.png",
+    "waits": "latest-waits.png",
 }
 
 
@@ -63,6 +70,11 @@ def ingest_section(raw: dict | None) -> dict[str, Any]:
         "share_of_ceiling": _ratio(one, ceiling),
         "msgs_per_s_2p": two,
         "share_of_ceiling_2p": _ratio(two, ceiling),
+        "mosquitto_sub_ceiling_msgs_per_s": _num(_get(raw, "ceilings", "mosquitto_sub_msgs_per_s")),
+        "own_client_ceiling_msgs_per_s": _num(_get(raw, "ceilings", "own_client_msgs_per_s")),
+        "share_of_mosquitto_sub": _get(raw, "flow_over_mosquitto_sub"),
+        "share_of_own_client": _get(raw, "flow_over_own_client"),
+        "cpu_us_per_msg": _get(raw, "cpu_us_per_msg"),
         "messages": _num(_get(raw, "messages")),
     }
 
@@ -127,7 +139,16 @@ def e2e_section(raw: dict | None) -> dict[str, Any]:
     best = _best_step(main) or {}
     steps = [step for ramp in ramps for step in ramp.get("steps", [])]
     at_target = [s for s in main.get("steps", []) if s.get("offered_msgs_per_s") == E2E_RATE_TARGET]
+    profiled = next((s for s in main.get("steps", []) if s.get("role") == "profile"), None)
     return {
+        "latency_bounded_msgs_per_s": _num(main.get("latency_bounded_msgs_per_s")),
+        "latency_bound_ms": main.get("latency_bound_ms"),
+        "knee_msgs_per_s": _num(main.get("knee_msgs_per_s")),
+        "knee_repeats_p99_ms": main.get("knee_repeats_p99_ms"),
+        "knee_repeats_median_p99_ms": main.get("knee_repeats_median_p99_ms"),
+        "knee_confirmed": main.get("knee_confirmed"),
+        "wait_profile": (profiled or {}).get("wait_profile"),
+        "wait_profile_at_msgs_per_s": _num((profiled or {}).get("offered_msgs_per_s")),
         "max_sustained_msgs_per_s": _num(main.get("max_sustained_msgs_per_s")),
         "config": main.get("config"),
         "at_msgs_per_s": _num(best.get("offered_msgs_per_s")),
@@ -176,8 +197,28 @@ def cpu_section(e2e: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def cpu_per_message_section(raw: dict | None, cpus: int) -> dict[str, Any]:
+    """CPU µs per published message of every process at the fixed rate of ``bench.e2e``'s CPU
+    steps (×1 processes), the bound it implies for this box (``cpus`` cores ÷ the µs of every
+    process but the benchmark's own), and the same at ×2."""
+    one = _get(raw, "x1", "us_per_msg") or {}
+    two = _get(raw, "x2", "us_per_msg") or {}
+    ours = {k: v for k, v in one.items() if k != "bench"}
+    total = sum(ours.values())
+    both = one.get("ingest", 0.0) + one.get("decode", 0.0) if one else None
+    return {
+        "fixed_rate_msgs_per_s": _num(_get(raw, "rate_msgs_per_s")),
+        "us_per_msg": {**one, "ingest_plus_decode": round(both, 1) if both else None},
+        "us_per_msg_x2": two,
+        "all_processes_us_per_msg": round(total, 1) if total else None,
+        "bound_msgs_per_s": round(cpus * 1e6 / total) if total else None,
+    }
+
+
 def scaling_section(ingest: dict, e2e_raw: dict | None, scaling: dict | None) -> dict[str, Any]:
     return {
+        "efficiency": _get(e2e_raw, "cpu_per_message", "efficiency") or {},
+        "cluster_us_per_msg": _get(e2e_raw, "cpu_per_message", "cluster_us_per_msg") or {},
         "ingest_msgs_per_s": {"1": ingest["msgs_per_s"], "2": ingest["msgs_per_s_2p"]},
         "decode_msgs_per_s": {
             "1": _num(_get(scaling, "flow_1p", "msgs_per_s")),
@@ -284,7 +325,28 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every target of issues 3, 5, 6 and 11, with the measured value and met / not met."""
     e2e, at = results["e2e"], results["e2e"]["at_5000"] or {}
     p99_at = at.get("p99_ms") if at.get("sustained") else None
+    cpu = results["cpu"]["us_per_msg"].get("ingest_plus_decode")
     return {
+        "e2e_latency_bounded": _target(
+            e2e["latency_bounded_msgs_per_s"] or None,
+            LATENCY_BOUNDED_TARGET,
+            "end to end at p99 ≤ 1 s, zero loss (ingest ×1 + decode ×1)",
+            "msg/s",
+        ),
+        "cpu_ingest_plus_decode": _target(
+            cpu,
+            CPU_TARGET_US,
+            "ingest + decode CPU per message at "
+            f"{_fmt(results['cpu']['fixed_rate_msgs_per_s'])} msg/s",
+            "µs",
+            below=True,
+        ),
+        "scale_out_efficiency": _target(
+            results["scaling"]["efficiency"].get("ingest_plus_decode"),
+            SCALE_OUT_TARGET,
+            "scale-out efficiency, ingest + decode (µs/msg ×1 ÷ ×2)",
+            "×",
+        ),
         "e2e_sustained": _target(
             e2e["max_sustained_msgs_per_s"], E2E_RATE_TARGET, "end-to-end sustained", "msg/s"
         ),
@@ -304,11 +366,11 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "decode_core_vs_naive": _target(
             results["decode"]["ratio_to_naive"], 3.0, "decode core / naive", "×"
         ),
-        "ingest_vs_ceiling": _target(
-            results["ingest"]["share_of_ceiling"], 0.70, "ingest ×1 / bare subscriber", "share"
-        ),
         "decode_flow_vs_copy": _target(
-            results["store"]["flow_over_ceiling"], 0.50, "decode flow / COPY ceiling", "share"
+            results["store"]["flow_over_ceiling"],
+            COPY_SHARE_TARGET,
+            "decode flow / COPY ceiling",
+            "share",
         ),
         "decode_flow_vs_naive": _target(
             results["store"]["flow_over_naive"], 10.0, "decode flow / naive pipeline", "×"
@@ -358,7 +420,9 @@ def build_results(parts: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]
         "memory": memory_section(ok.get("memory")),
         "peer": peer_section(ok.get("peer"), "peer" in parts),
     }
-    results["cpu"] = cpu_section(results["e2e"])
+    results["cpu"] = cpu_section(results["e2e"]) | cpu_per_message_section(
+        _get(ok, "e2e", "cpu_per_message"), int(meta.get("machine", {}).get("cpus") or 2)
+    )
     results["scaling"] = scaling_section(results["ingest"], ok.get("e2e"), scaling)
     results["targets"] = targets(results)
     results["errors"] = {
@@ -433,6 +497,65 @@ def peer_lines(p: dict[str, Any]) -> list[str]:
     ]
 
 
+def cpu_per_message_lines(c: dict[str, Any]) -> list[str]:
+    """CPU µs per message of every process at the fixed rate, ×1 and ×2, and the bound."""
+    one, two = c.get("us_per_msg") or {}, c.get("us_per_msg_x2") or {}
+    if not one:
+        return []
+    lines = [
+        "",
+        f"## CPU per message at a fixed {_fmt(c.get('fixed_rate_msgs_per_s'))} msg/s",
+        "",
+        "CPU seconds (user + system) of each process tree over the step ÷ messages published, in "
+        "µs. Ours: ingest, decode (and the simulator); third-party: Mosquitto, Kafka (Tansu), "
+        "PostgreSQL, Redis.",
+        "",
+        "| process | ×1 µs/msg | ×2 µs/msg |",
+        "|---|---|---|",
+    ]
+    for role in (*CPU_ROLES, "ingest_plus_decode"):
+        if role in one or role in two:
+            lines.append(f"| {role} | {_fmt(one.get(role))} | {_fmt(two.get(role))} |")
+    lines += [
+        "",
+        f"All processes but the benchmark's own: {_fmt(c.get('all_processes_us_per_msg'))} µs "
+        f"per message, so this box's cores bound end to end near "
+        f"**{_fmt(c.get('bound_msgs_per_s'))} msg/s** at this mix.",
+    ]
+    return lines
+
+
+def wait_lines(e: dict[str, Any]) -> list[str]:
+    """The wait profile of each flow's busiest threads at the knee (``bench.waits``)."""
+    profile = e.get("wait_profile")
+    if not profile:
+        return []
+    lines = [
+        "",
+        f"## Where the time goes at {_fmt(e.get('wait_profile_at_msgs_per_s'))} msg/s",
+        "",
+        "Each thread's wall time: on CPU, and per activity the share on CPU and waiting "
+        "(py-spy samples, all and running, with per-thread CPU from /proc; a profiled step, "
+        "reported apart). `accounted` = share of samples in a named activity.",
+        "",
+        "| flow | thread | on CPU | accounted | largest shares of wall time (on CPU + waiting) |",
+        "|---|---|---|---|---|",
+    ]
+    for flow, data in profile.items():
+        for thread in data.get("threads", [])[:6]:
+            top = sorted(thread["categories"].items(), key=lambda kv: -kv[1]["wall"])[:4]
+            shares = "; ".join(
+                f"{name} {_fmt(v['wall'], 'share')} ({_fmt(v['on_cpu'], 'share')} + "
+                f"{_fmt(v['waiting'], 'share')})"
+                for name, v in top
+            )
+            lines.append(
+                f"| {flow} | {thread['thread']} | {_fmt(thread['cpu_share'], 'share')} | "
+                f"{_fmt(thread['accounted'], 'share')} | {shares} |"
+            )
+    return lines
+
+
 def fleet_lines(f: dict[str, Any] | None) -> list[str]:
     """The ``fleet`` section: the latest ``make bench-fleet`` run (its own run, not this one;
     ``bench/results/fleet.md`` has it all)."""
@@ -492,8 +615,12 @@ def render_markdown(results: dict[str, Any], plots: list[Path]) -> str:
         f"{_fmt(m['broker_cores_during_simulator'], 'share')} of a core while the simulator ran) | "
         f"{_fmt(m['share_of_ceiling'], 'share')} | — | — |",
         f"| ingest flow ×1 (MQTT → Kafka, QoS 1) | {_fmt(i['msgs_per_s'])} msg/s | "
-        f"{_fmt(i['mqtt_ceiling_msgs_per_s'])} msg/s (bare paho subscriber) | "
-        f"{_fmt(i['share_of_ceiling'], 'share')} | — | — |",
+        f"{_fmt(i['mosquitto_sub_ceiling_msgs_per_s'])} msg/s (mosquitto_sub, C) / "
+        f"{_fmt(i['own_client_ceiling_msgs_per_s'])} msg/s (its own MQTT client, no Kafka) | "
+        f"{_fmt(i['share_of_mosquitto_sub'], 'share')} / "
+        f"{_fmt(i['share_of_own_client'], 'share')} | "
+        f"{_fmt(i['mqtt_ceiling_msgs_per_s'])} msg/s (stock paho, a reference) | "
+        f"{_fmt(i['share_of_ceiling'])} |",
         f"| decode core (one core) | {_fmt(d['msgs_per_s'])} msg/s | — | — | "
         f"{_fmt(d['naive_msgs_per_s'])} msg/s | {_fmt(d['ratio_to_naive'])} |",
         f"| decode flow, input (Kafka → decode) | {_fmt(s['flow_msgs_per_s'])} msg/s | "
@@ -523,15 +650,32 @@ def render_markdown(results: dict[str, Any], plots: list[Path]) -> str:
         f"| decode flow, rows/s | {_fmt(sc['decode_rows_per_s']['1'])} |"
         f" {_fmt(sc['decode_rows_per_s']['2'])} |",
     ]
+    eff, extra = sc["efficiency"], sc["cluster_us_per_msg"]
+    if eff:
+        lines.append(
+            f"| scale-out efficiency at a fixed rate (CPU µs/msg ×1 ÷ ×2) | ingest "
+            f"{_fmt(eff.get('ingest'))}, decode {_fmt(eff.get('decode'))}, both "
+            f"{_fmt(eff.get('ingest_plus_decode'))} | cluster exchange: ingest "
+            f"+{_fmt(extra.get('ingest'))} µs/msg, decode +{_fmt(extra.get('decode'))} µs/msg |"
+        )
     for config, rate in sc["e2e_max_sustained_msgs_per_s"].items():
         shown = _fmt(rate) if rate else "none sustained"
         lines.append(f"| end to end ({config}), max sustained msg/s | {shown} | |")
     e = r["e2e"]
+    repeats = ", ".join(_fmt(p) for p in e.get("knee_repeats_p99_ms") or [])
     lines += [
         "",
         "## End to end: simulator → Mosquitto → ingest → Kafka → decode → PostgreSQL",
         "",
-        f"Maximum sustained: **{_fmt(e['max_sustained_msgs_per_s'])} msg/s** ({e['config']}); "
+        f"Latency-bounded throughput: **{_fmt(e.get('latency_bounded_msgs_per_s'))} msg/s** at "
+        f"p99 ≤ {_fmt(e.get('latency_bound_ms'))} ms with zero loss ({e['config']}): the knee "
+        f"{_fmt(e.get('knee_msgs_per_s'))} msg/s run "
+        f"{len(e.get('knee_repeats_p99_ms') or [])} more times, p99 {repeats} ms "
+        f"(median {_fmt(e.get('knee_repeats_median_p99_ms'))} ms; "
+        f"{'confirmed' if e.get('knee_confirmed') else 'not confirmed: the next lower rate'}).",
+        "",
+        f"Maximum sustained (secondary): **{_fmt(e['max_sustained_msgs_per_s'])} msg/s** "
+        f"({e['config']}); "
         f"at {_fmt(e['at_msgs_per_s'])} msg/s latency p50 {_fmt(e['p50_ms'])} ms, "
         f"p95 {_fmt(e['p95_ms'])} ms, p99 {_fmt(e['p99_ms'])} ms. Latency: {e['latency_source']}"
         f" (device timestamp → database commit). Steps of {e['step_seconds']} s; sustained = no "
@@ -540,13 +684,13 @@ def render_markdown(results: dict[str, Any], plots: list[Path]) -> str:
         f"all steps: {e['offset_gaps']['filled']} read again and filled (the broker had made a "
         f"later batch readable first), {e['offset_gaps']['skipped']} passed over.",
         "",
-        "| config | offered | published | stored rows | missing | drain s | p50 ms | p95 ms "
-        "| p99 ms | ≤ 1 s | max Kafka backlog | sustained |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| config | step | offered | published | stored rows | missing | drain s | p50 ms "
+        "| p95 ms | p99 ms | ≤ 1 s | max Kafka backlog | sustained |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for st in e["steps"]:
         lines.append(
-            f"| {st['config']} | {_fmt(st['offered_msgs_per_s'])} | "
+            f"| {st['config']} | {st.get('role', 'ramp')} | {_fmt(st['offered_msgs_per_s'])} | "
             f"{_fmt(st['achieved_msgs_per_s'])} | {_fmt(st['stored_rows'])} | "
             f"{_missing_cell(st)} | {st['drain_s']} | {_fmt(st['p50_ms'])} | "
             f"{_fmt(st['p95_ms'])} | {_fmt(st['p99_ms'])} | "
@@ -584,6 +728,8 @@ def render_markdown(results: dict[str, Any], plots: list[Path]) -> str:
         ]
         for role, cores in sorted(c["cores"].items(), key=lambda kv: -kv[1]):
             lines.append(f"| {role} | {cores:.2f} | {_fmt(c['share'].get(role), 'share')} |")
+    lines += cpu_per_message_lines(c)
+    lines += wait_lines(e)
     lines += fleet_lines(r.get("fleet"))
     if plots:
         lines += ["", "## Plots", ""]
@@ -680,7 +826,44 @@ def render_plots(results: dict[str, Any], folder: Path) -> list[Path]:
     )
     ax.legend(fontsize=7)
     written.append(_save(plt, fig, folder / PLOTS["cpu"]))
+    waits = _waits_plot(plt, results["e2e"])
+    if waits is not None:
+        written.append(_save(plt, waits, folder / PLOTS["waits"]))
     return written
+
+
+def _waits_plot(plt: Any, e2e: dict[str, Any]) -> Any:
+    """Each profiled thread's wall time by activity: on CPU (solid) and waiting (hatched)."""
+    profile = e2e.get("wait_profile")
+    if not profile:
+        return None
+    rows = [
+        (f"{flow}: {t['thread']}", t)
+        for flow, data in profile.items()
+        for t in data.get("threads", [])[:5]
+    ]
+    activities = list(dict.fromkeys(name for _, t in rows for name in t["categories"]).keys())
+    colours = plt.get_cmap("tab20")
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(rows) + 2), dpi=100)
+    labels = [label for label, _ in rows]
+    left = [0.0] * len(rows)
+    for index, name in enumerate(activities):
+        colour = colours(index % 20)
+        for part, hatch in (("on_cpu", None), ("waiting", "//")):
+            widths = [t["categories"].get(name, {}).get(part, 0.0) for _, t in rows]
+            ax.barh(
+                labels, widths, left=left, color=colour, hatch=hatch, edgecolor="white",
+                label=name if part == "on_cpu" else None,
+            )  # fmt: skip
+            left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.invert_yaxis()
+    ax.set(
+        xlabel="share of wall time (solid: on CPU, hatched: waiting)",
+        xlim=(0, 1),
+        title=f"Where the time goes at {_fmt(e2e.get('wait_profile_at_msgs_per_s'))} msg/s",
+    )
+    ax.legend(fontsize=6, loc="lower center", bbox_to_anchor=(0.5, -0.6), ncol=3)
+    return fig
 
 
 def _save(plt: Any, fig: Any, path: Path) -> Path:
