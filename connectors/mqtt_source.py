@@ -41,6 +41,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge
 
+from connectors.failures import BLOCKED
 from schemas.records import RawMessage
 from schemas.settings import IngestSettings, Settings
 
@@ -165,11 +166,22 @@ class SessionMarkers:
         return client in self._memory or (path is not None and path.exists())
 
     def mark(self, client: str) -> None:
+        """Remember ``client``'s session, in memory and (if it can) on disk. A marker that cannot
+        be written is a setup fault of this alarm only: logged, never raised (this runs in the
+        MQTT client's connect callback, and ingest must go on)."""
         self._memory.add(client)
         path = self._path(client)
-        if path is not None and not path.exists():
+        if path is None or path.exists():
+            return
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(datetime.now(UTC).isoformat(timespec="seconds") + "\n")
+        except OSError as exc:
+            log.error(
+                "ingest session marker not written: a session the broker loses while this "
+                "process restarts will not be noticed; give F2_INGEST_STATE_DIR a writable volume",
+                extra={"stage": "ingest", "failure": BLOCKED.value, "detail": f"{path}: {exc}"},
+            )
 
     def forget(self, client: str) -> None:
         self._memory.discard(client)

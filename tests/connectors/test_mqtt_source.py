@@ -337,3 +337,12 @@ def test_batch_window_lets_messages_gather_after_a_batch(monkeypatch) -> None:
     assert timedelta(0) < awake - datetime.now(UTC) <= timedelta(milliseconds=50)
     receive(partition, 3, 4)
     assert partition.next_awake() is None  # a full batch goes at once
+
+
+def test_a_marker_that_cannot_be_written_is_logged_not_raised(tmp_path, caplog) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    markers = mqtt_source.SessionMarkers(str(blocked / "markers"))
+    markers.mark("f2-ingest-s0")  # on a read-only or wrong path: must not raise
+    assert markers.exists("f2-ingest-s0")
+    assert "ingest session marker not written" in caplog.text
