@@ -11,6 +11,7 @@ import re
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from ops.security.secret_files import new_password
 from ops.security.tls import CertFiles
 
 MIN_SECRET_CHARS = 16
+RELOAD_WAIT_S = 5.0
+"""How long a revoked certificate may still connect: the broker reloads on SIGHUP in its loop."""
 WEAK_PASSWORDS = frozenset(
     {
         "",
@@ -272,8 +275,15 @@ def certificate_revocation_holds(
     if certificate_refused(host, mtls_port, certs):
         return CheckResult(name, False, "the probe certificate was refused before revocation")
     revoke()
-    if not certificate_refused(host, mtls_port, certs):
-        return CheckResult(name, False, "the revoked certificate still connects")
+    # The broker re-reads the list when it handles SIGHUP, in its next loop: give it a moment
+    # (a busy box delayed it past an immediate probe).
+    deadline = time.monotonic() + RELOAD_WAIT_S
+    while not certificate_refused(host, mtls_port, certs):
+        if time.monotonic() > deadline:
+            return CheckResult(
+                name, False, f"the revoked certificate still connects after {RELOAD_WAIT_S:.0f} s"
+            )
+        time.sleep(0.2)
     return CheckResult(name, True, "refused after revocation (revocation list, SIGHUP)")
 
 
