@@ -213,7 +213,7 @@ class IngestSettings(msgspec.Struct, frozen=True):
                 "(10 ms at `0`)"
             ),
         ),
-    ] = 0
+    ] = 25
     keepalive_s: Annotated[int, Positive, setting("F2_INGEST_KEEPALIVE_S", "MQTT keepalive")] = 30
     max_buffer_bytes: Annotated[
         int,
@@ -274,7 +274,7 @@ class DecodeSettings(msgspec.Struct, frozen=True):
                 "(10 ms at `0`)"
             ),
         ),
-    ] = 0
+    ] = 25
     recovery_parts: Annotated[
         int,
         Positive,
