@@ -102,7 +102,7 @@ def timed_executemany(dsn: str, parts: list[RowBatch]) -> float:
             with conn.cursor() as cur:
                 cur.executemany(reading_sql, [r.columns() for r in part.readings])
                 if part.events:
-                    cur.executemany(event_sql, [e[:10] for e in part.events])
+                    cur.executemany(event_sql, [e.columns() for e in part.events])
             conn.commit()
         return time.perf_counter() - started
 
