@@ -55,6 +55,11 @@ GAP_WAIT_S = 2.0
 FETCH_WAIT_MAX_MS = 100
 """librdkafka's ``fetch.wait.max.ms`` for the raw topic (default 500; why 100: docs/ARCHITECTURE.md,
 D10). ``F2_KAFKA_FETCH_WAIT_MAX_MS`` overrides it."""
+PREFETCH_KBYTES = 16384
+"""librdkafka's ``queued.max.messages.kbytes`` per raw partition (default 65536): each partition
+has its own consumer, so the default let four of them prefetch 256 MB of 64 KiB payloads and
+decode's peak RSS reach 525 MiB under ``bench.memory``'s flood (247 MiB with this).
+``F2_KAFKA_QUEUED_MAX_MESSAGES_KBYTES`` overrides it."""
 
 
 TOPIC_CACHE_BYTES = 16 << 20
@@ -233,7 +238,11 @@ class RawKafkaSource(FixedPartitionedSource[RawMessage, int]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _RawPartition:
         topic, _, partition = for_part.rpartition("#")
-        config = {"fetch.wait.max.ms": FETCH_WAIT_MAX_MS} | client_config(
+        defaults = {
+            "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
+            "queued.max.messages.kbytes": PREFETCH_KBYTES,
+        }
+        config = defaults | client_config(
             self._bootstrap,
             self._client,
             **{

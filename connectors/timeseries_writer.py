@@ -112,9 +112,10 @@ CONFLICT_LOG_INTERVAL_S = 10.0
 CANARY_MAX_AGE_S = 3600.0
 """A canary older than this is not written again (retention may have removed its row since)."""
 WRITE_POLL = timedelta(milliseconds=5)
-BUFFER_LIMIT = 4
+BUFFER_LIMIT = 1
 """A shard's buffer, in ``F2_STORE_BATCH_ROWS``, at which the flow waits for the write in
-flight (bounds the rows held while the database is slow)."""
+flight. Rows keep their raw message (for dead letters), so a larger buffer grows memory with
+payload size: 4 took decode from 196 to 532 MiB under ``bench.memory``'s 64 KiB flood."""
 LATENCY_SAMPLES = 200  # latency observations per flush at most (evenly spaced over its messages)
 
 
@@ -625,9 +626,9 @@ class StoreBatcher(StatefulLogic[RowBatch, Rejected, RowBatch]):
 
     Writes are pipelined: a full buffer is handed to the writer's own thread (``submit``) and the
     next buffer fills while it runs (PostgreSQL works on the other core meanwhile). At most one
-    write is in flight: a buffer that is due while one runs keeps filling, and goes as one larger
-    write as soon as that one ends (polled every ``WRITE_POLL``), so the flow's thread goes on
-    decoding instead of waiting for the database; it waits (backpressure) only when the buffer
+    write is in flight: a buffer whose deadline passes while one runs keeps filling, and goes as
+    one larger write as soon as that one ends (polled every ``WRITE_POLL``), so the flow's thread
+    goes on decoding instead of waiting for the database; it waits (backpressure) when the buffer
     reaches ``BUFFER_LIMIT`` × N rows. The recovery snapshot is the in-flight batch plus the
     buffer, so an epoch never commits rows that are not stored yet; after a crash they are written
     again (idempotent). Emits the rows the database refused.

@@ -93,18 +93,18 @@ def test_deadline_is_set_by_first_row_not_the_last():
 
 def test_a_buffer_due_during_a_write_keeps_filling_and_goes_when_the_write_ends():
     clock, writes = Clock(), Writes()
-    logic = batcher(clock, writes, n=2)
-    logic.on_item(rows(2))  # in flight
-    logic.on_item(rows(2))  # full, but the first write runs: the flow does not wait for it
+    logic = batcher(clock, writes, n=4)
+    logic.on_item(rows(4))  # in flight
+    logic.on_item(rows(1))
     clock.now += timedelta(milliseconds=300)
     assert logic.on_notify() == ([], StatefulLogic.RETAIN)  # due, still waiting for the write
     logic.on_item(rows(1))
-    assert writes.sizes == [2]
+    assert writes.sizes == [4]
     assert logic.notify_at() == clock.now + timedelta(milliseconds=5)  # polls the write
     writes.finish()
     logic.on_notify()
-    assert writes.sizes == [2, 3]  # one larger write as soon as the first ended
-    assert len(logic.snapshot()) == 3
+    assert writes.sizes == [4, 2]  # as soon as the first ended
+    assert len(logic.snapshot()) == 2
 
 
 def test_the_flow_waits_for_the_write_in_flight_at_the_buffer_limit():
