@@ -137,7 +137,7 @@ def run_worker(
     """Publish this worker's share of the fleet's sources until stopped; its result to ``out``.
     With ``credentials`` (MAC → password) each of its controllers connects as its own user."""
     started = time.monotonic()
-    sources = build_sources(fleet, config.alias_rate)[index :: config.processes]
+    sources = build_sources(fleet, config.alias_rate, index, config.processes)
     if credentials is not None:
         macs = {source.mac for source in sources}
         credentials = {mac: pw for mac, pw in credentials.items() if mac in macs}

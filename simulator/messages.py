@@ -343,13 +343,25 @@ class EventSource:
 Source = SensorSource | EventSource
 
 
-def build_sources(fleet: Fleet, alias_rate: float = 0.1) -> list[Source]:
-    """Every source of the fleet, in a stable order (controller, connector, pin)."""
+def build_sources(
+    fleet: Fleet, alias_rate: float = 0.1, part: int = 0, parts: int = 1
+) -> list[Source]:
+    """Every source of the fleet, in a stable order (controller, connector, pin); with ``parts``
+    > 1 only those at positions ``part``, ``part + parts``, … of that order (a worker's share:
+    ``build_sources(fleet)[part::parts]``, without building the rest, which for a fleet of
+    100,000 controllers would take gigabytes per worker). Each source is seeded by its own
+    serial, so a share's sources are the same as in the whole list."""
     sources: list[Source] = []
+    position = 0
     for controller in fleet.controllers:
         for connector in controller.connectors:
             if connector.mode == SENSOR_MODE:
-                sources.extend(SensorSource(controller, connector, s) for s in connector.sensors)
+                for sensor in connector.sensors:
+                    if position % parts == part:
+                        sources.append(SensorSource(controller, connector, sensor))
+                    position += 1
             else:
-                sources.append(EventSource(controller, connector, alias_rate))
+                if position % parts == part:
+                    sources.append(EventSource(controller, connector, alias_rate))
+                position += 1
     return sources
