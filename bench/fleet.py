@@ -6,8 +6,9 @@ directory, a free port offset from 2000 up; never ``/tmp/bench-stack`` or anothe
 and purged at the end, also after a failure, SIGTERM or Ctrl-C:
 
 1. **Register** each fleet (``python -m simulator --controllers N --seed S --register
-   --duration 0``: set-based inserts, one transaction per 5,000 controllers, with progress lines),
-   and the main fleet a second time (idempotent: nothing new, and how long that takes).
+   --duration 0``: set-based inserts, one transaction per 5,000 controllers, with progress lines,
+   ``ANALYZE`` at the end), and the main fleet a second time (idempotent: nothing new, and how
+   long that takes).
 2. **Cold phase** per fleet size (the curve: 1,000, 10,000 and 100,000 controllers): Redis
    flushed, Kafka restarted empty, ingest up, then the simulator's load mode publishes as the test
    rig's MQTT user (``f2-sim``, the stack's default) over ``--connections`` connections (one per
@@ -17,31 +18,40 @@ and purged at the end, also after a failure, SIGTERM or Ctrl-C:
    pass* = sources / rate seconds). Decode is started a few seconds after the first message, so
    its **cold start** is measured into running traffic: decode start → first stored row, → the
    registry cache warm (``f2_controllers_tracked`` = every controller of the fleet, i.e. every
-   entry loaded once). The run lasts ``passes`` fleet passes (at least ``min_s``), then the
-   backlog drains and the rows are reconciled with the simulator's report (zero loss: stored ==
-   ``expected_readings + expected_events``) and the stored rows must name every controller.
+   entry loaded once), → caught up (every entry loaded and under a second of traffic waiting in
+   Kafka, while the simulator still publishes: the *steady state*). The simulator publishes at
+   least ``min_passes`` fleet passes, at most ``max_passes`` of them or ``max_s`` (whichever is
+   longer), and is stopped (SIGTERM: its report counts what the broker acknowledged) ``steady_s``
+   after decode caught up. Then the backlog drains and the rows are reconciled with the
+   simulator's report (zero loss: stored == ``expected_readings + expected_events``; rows still
+   missing are counted again after decode restarted from its recovery snapshot, to tell late from
+   lost) and the stored rows must name every controller.
 3. **Restart phase** (main fleet): Kafka restarted, Redis kept warm, decode started with a
    registry cache large enough for the whole fleet (``F2_REGISTRY_CACHE_BYTES``): cold start from
    Redis, and decode's memory with the whole fleet cached.
 4. **Micro-measurements** in this process: the freshness tracker's memory and scrape time for the
-   main fleet (``connectors.freshness``), and the dimension-table sync (the writer's upsert of
-   ``controllers``/``sensors``/``data_points`` for every registry entry it loads) per controller.
+   main fleet (``connectors.freshness``), one registry lookup (PostgreSQL, and through a
+   ``RegistryStore``), the share of the fleet the worker cache holds, and the dimension-table sync
+   (the writer's upsert of ``controllers``/``sensors``/``data_points`` for every registry entry it
+   loads) per controller.
 
 Per phase: decode's RSS (``/proc``: at the end, and its peak), registry lookups per second (misses
 of the worker cache, by source: ``f2_registry_lookups_total``, ``f2_registry_loads_total``), CPU
 of every process group (``bench.common.CpuMeter``; PostgreSQL with its backends, Redis, Tansu,
 Mosquitto, the flows; the simulator from ``os.wait4``), Redis ``INFO`` (memory, keys, evictions),
 dimension-table row counts (``pg_stat_user_tables``), freshness metric series, end-to-end latency
-(``f2_e2e_latency_seconds{since="device"}``: p50/p99 over the phase, during the warm-up and after
-it), the Kafka backlog, and a timeline sampled every ``sample_s`` (decode's ``/metrics`` costs
-CPU in proportion to the fleet: the freshness collector walks every tracked device).
+(``f2_e2e_latency_seconds{since="device"}``: p50/p99 over the phase, during the warm-up, after it
+and in the steady state), the Kafka backlog, decode's CPU per message (in the warm-up, after it,
+in the steady state: the figure that holds on a busy machine), and a timeline sampled every
+``sample_s`` (decode's ``/metrics`` costs CPU in proportion to the fleet: the freshness collector
+walks every tracked device).
 
-Run: ``.venv/bin/python -m bench.fleet [--quick]`` (``make bench-fleet``: about 20 minutes on 2
-cores). ``--quick``: 2,000 controllers at 1,000 msg/s for 20 s (a curve point of 500), a few
-minutes, for the smoke test. Writes ``bench/results/fleet.json`` (the ``fleet`` section holds the
-documented keys, docs/PERFORMANCE.md) and ``fleet.md``, and adds the ``fleet`` section to
-``latest.json`` if there is one (``bench.report`` renders it). Exit status 1 if a phase failed or
-rows were lost.
+Run: ``.venv/bin/python -m bench.fleet [--quick]`` (``make bench-fleet``: 25-30 minutes on 2
+cores). ``--quick``: 2,000 controllers at 1,000 msg/s for at most 20 s (a curve point of 500),
+about 2 minutes, for the smoke test; ``--render`` summarises ``fleet.json`` again. Writes
+``bench/results/fleet.json`` (the ``fleet`` section holds the documented keys,
+docs/PERFORMANCE.md) and ``fleet.md``, and adds the ``fleet`` section to ``latest.json`` if
+there is one (``bench.report`` renders it). Exit status 1 if a phase failed or rows were lost.
 """
 
 from __future__ import annotations
