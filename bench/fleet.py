@@ -95,6 +95,7 @@ from bench.common import (
     use_isolated_stack,
     versions,
 )
+from bench.report import _get
 from ops.health.flow_metrics import Scrape, buckets, quantile_of, share_at_or_below
 from ops.stack import flows
 from ops.stack.local import Stack
@@ -1156,14 +1157,6 @@ def _steady_while_publishing(phase: dict[str, Any]) -> dict[str, Any]:
 def _pass_s(phase: dict[str, Any], plan: Plan) -> float | None:
     sources = _get(phase, "fleet", "sources")
     return round(sources / plan.rate, 1) if sources else None
-
-
-def _get(data: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(data, dict) or key not in data:
-            return None
-        data = data[key]
-    return data
 
 
 FRESHNESS_FIXED_SERIES = 26
