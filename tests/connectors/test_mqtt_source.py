@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -290,7 +291,7 @@ def received(client: mqtt.Client, stream: bytes, cuts: list[int], reads: int = 0
     client._sock = ours
     try:
         bounds = [0, *sorted(set(cuts)), len(stream)]
-        for start, end in zip(bounds, bounds[1:], strict=False):
+        for start, end in itertools.pairwise(bounds):
             broker.sendall(stream[start:end])
             for _ in range(reads or end - start):
                 assert client.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
