@@ -14,7 +14,7 @@ from datetime import datetime
 import msgspec
 
 
-class RawMessage(msgspec.Struct, frozen=True, gc=False):
+class RawMessage(msgspec.Struct, frozen=True):
     """One device message: MQTT topic, payload bytes unchanged, and where it came from."""
 
     topic: str
@@ -27,7 +27,7 @@ class RawMessage(msgspec.Struct, frozen=True, gc=False):
     source_offset: int = -1
 
 
-class DataPointDef(msgspec.Struct, frozen=True, gc=False):
+class DataPointDef(msgspec.Struct, frozen=True):
     """One data point of a device template (docs/PROTOCOL.md §3), with the display hints carried
     along."""
 
@@ -51,7 +51,7 @@ class DataPointDef(msgspec.Struct, frozen=True, gc=False):
         return self.append.strip()
 
 
-class SensorEntry(msgspec.Struct, frozen=True, gc=False):
+class SensorEntry(msgspec.Struct, frozen=True):
     """The sensor device on one pin of a controller's connector, with its template."""
 
     sensor_id: int
@@ -61,7 +61,7 @@ class SensorEntry(msgspec.Struct, frozen=True, gc=False):
     datapoints: tuple[DataPointDef, ...]
 
 
-class ControllerEntry(msgspec.Struct, frozen=True, gc=False):
+class ControllerEntry(msgspec.Struct, frozen=True):
     """A registered controller: its device id, clock zone, registry version and pin map.
 
     ``sensors`` is keyed ``"<connector number>:<pin position>"`` (e.g. ``"1:1"`` for J1 pin 1).

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
-import socket
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import paho.mqtt.client as mqtt
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from connectors import mqtt_source
 from connectors.mqtt_source import MqttSource, MqttSourceSettings, source_settings
@@ -234,103 +230,6 @@ def test_lean_publish_path_leaves_the_rest_to_paho(command: int, packet: bytes) 
     lean.on_message = lambda _c, _u, m: messages.append(m)
     handle(lean, command, packet)
     assert [(m.topic, m.payload) for m in messages] == [("t/a", b"{}")]
-
-
-def fixed_header(command: int, body: bytes) -> bytes:
-    """``command`` and the MQTT variable-length remaining length of ``body``, then ``body``."""
-    length, out = len(body), bytearray([command])
-    while True:
-        byte, length = length & 0x7F, length >> 7
-        out.append(byte | (0x80 if length else 0))
-        if not length:
-            return bytes(out) + body
-
-
-PACKETS = st.one_of(
-    st.builds(  # lean: QoS 1 without properties, any DUP/RETAIN, payloads across 1-2 byte lengths
-        lambda flags, topic, payload, mid: fixed_header(
-            0x32 | flags, publish_packet(topic.encode(), payload, mid, b"\0")
-        ),
-        st.sampled_from([0, 1, 8, 9]),
-        st.text(min_size=1, max_size=40),
-        st.binary(max_size=300),
-        st.integers(1, 65535),
-    ),
-    st.builds(  # paho's: QoS 1 with a property (payload format indicator)
-        lambda topic, payload, mid: fixed_header(
-            0x32, publish_packet(topic.encode(), payload, mid, b"\x02\x01\x01")
-        ),
-        st.text(min_size=1, max_size=20),
-        st.binary(max_size=50),
-        st.integers(1, 65535),
-    ),
-    st.builds(  # paho's: QoS 0 (no packet id)
-        lambda topic, payload: fixed_header(
-            0x30, len(topic.encode()).to_bytes(2, "big") + topic.encode() + b"\0" + payload
-        ),
-        st.text(min_size=1, max_size=20),
-        st.binary(max_size=50),
-    ),
-)
-
-
-def received(client: mqtt.Client, stream: bytes, cuts: list[int], reads: int = 0) -> list[tuple]:
-    """What ``client`` hands over when ``stream`` arrives on a real socket in pieces cut at
-    ``cuts``, each piece followed by ``reads`` calls of ``loop_read`` (default: one per byte, as
-    many as a network thread could need; the extra ones find nothing and return)."""
-    got: list[tuple] = []
-    if isinstance(client, mqtt_source.LeanClient):
-        client.on_publish_received = lambda topic, payload, mid, retain: got.append(
-            (topic, bytes(payload), mid, retain)
-        )
-    client.on_message = lambda _c, _u, m: got.append(
-        (m.topic, bytes(m.payload), m.mid if m.qos else 0, m.retain)
-    )
-    ours, broker = socket.socketpair()
-    ours.setblocking(False)
-    client._sock = ours
-    try:
-        bounds = [0, *sorted(set(cuts)), len(stream)]
-        for start, end in itertools.pairwise(bounds):
-            broker.sendall(stream[start:end])
-            for _ in range(reads or end - start):
-                assert client.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
-    finally:
-        client._sock = None
-        ours.close()
-        broker.close()
-    return got
-
-
-@settings(max_examples=100, deadline=None)
-@given(
-    packets=st.lists(PACKETS, min_size=1, max_size=25),
-    cuts=st.lists(st.integers(0, 10_000), max_size=6),
-)
-def test_lean_reader_hands_over_what_paho_does_however_the_stream_is_cut(
-    packets: list[bytes], cuts: list[int]
-) -> None:
-    stream = b"".join(packets)
-    cuts = [cut % (len(stream) + 1) for cut in cuts]
-    lean = mqtt_source.new_client(MqttSourceSettings("h", 1, "", ""), "lean", manual_ack=True)
-    stock = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
-    assert received(lean, stream, cuts) == received(stock, stream, cuts)
-    assert len(received(lean, stream, [])) == len(packets)
-
-
-def test_lean_reader_reads_many_packets_per_socket_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    reads: list[int] = []
-    recv = mqtt.Client._sock_recv
-
-    def counted(self, bufsize: int) -> bytes:
-        reads.append(bufsize)
-        return recv(self, bufsize)
-
-    monkeypatch.setattr(mqtt.Client, "_sock_recv", counted)
-    packet = fixed_header(0x32, publish_packet(b"tele/f2-ab/x", b"{}", 7, b"\0"))
-    lean = mqtt_source.new_client(MqttSourceSettings("h", 1, "", ""), "lean", manual_ack=True)
-    assert len(received(lean, packet * 500, [], reads=1)) == 500  # one select() wake-up
-    assert len(reads) == 1  # one recv() for all of them
 
 
 def test_payload_bytes_are_held_until_their_epoch_completes_and_bound_reading(
