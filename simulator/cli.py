@@ -25,7 +25,7 @@ from pathlib import Path
 from schemas.settings import Config, SettingsError, load_config
 from simulator.credentials import CredentialsError, read_credentials_file, register_devices
 from simulator.fleet import Fleet, generate_fleet, seed_fleet
-from simulator.load import RunConfig, run_fleet
+from simulator.load import RunConfig, run_fleet, stop_on_signals_until_exit
 from simulator.registry import BATCH_CONTROLLERS, register_fleet
 from simulator.report import build_report, utc_now, write_report
 
@@ -117,6 +117,9 @@ def run(args: argparse.Namespace, pipeline: Config) -> int:
     credentials = device_credentials(args, fleet)
     if args.register and args.duration == 0:
         return 0
+    # A stop request that lands after the run ended (its duration up) but before the report is
+    # written must not kill the process: the run having ended already honours it.
+    stop_on_signals_until_exit()
     summary = run_fleet(config, fleet, settings, _say, credentials)
     report = build_report(summary.tally, fleet.macs, started_at)
     if args.report is not None:

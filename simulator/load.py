@@ -20,6 +20,7 @@ that controller's own user.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import os
@@ -28,7 +29,8 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import msgspec
@@ -274,6 +276,9 @@ class RunSummary(msgspec.Struct):
     errors: list[str]
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 def run_fleet(
     config: RunConfig,
     fleet: Fleet,
@@ -303,16 +308,15 @@ def run_fleet(
             )
             for i in range(config.processes)
         ]
-    previous = _install_stop_handlers(stop)
-    try:
-        for worker in workers:
-            worker.start()
-        return _collect(config, results, stop, say)
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(config.drain_s + 5)
-        _restore_handlers(previous)
+    with stop_on_signals(stop):
+        try:
+            for worker in workers:
+                worker.start()
+            return _collect(config, results, stop, say)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(config.drain_s + 5)
 
 
 def _collect(
@@ -363,16 +367,38 @@ def _collect(
     return RunSummary(tally, publishing_s, rate, unacked, errors)
 
 
-def _install_stop_handlers(stop: _Event) -> dict[int, Any]:
-    """Make SIGTERM and SIGINT request a clean stop (main thread only); the previous handlers."""
+def stop_on_signals_until_exit() -> _Event:
+    """From now until the process ends, SIGTERM and SIGINT set the returned event instead of
+    ending the process (main thread only): for a command line that must still write its report
+    when a stop request arrives just as its run ends. :func:`stop_on_signals` nests inside. At
+    exit they are ignored, since the interpreter's teardown would restore the default (fatal)
+    action for the last few instructions."""
+    event = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, lambda _sig, _frame: event.set())
+        atexit.register(_ignore_stop_signals)
+    return event
+
+
+def _ignore_stop_signals() -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+@contextmanager
+def stop_on_signals(stop: _Event | None = None) -> Iterator[_Event]:
+    """While inside, SIGTERM and SIGINT set ``stop`` (a clean-stop request; a fresh event if
+    none is given) instead of ending the process; on leaving, the previous handlers are back.
+    Nested uses stack: the innermost sets its event, and after it the outer one catches again.
+    Only the main thread can install handlers; elsewhere this does nothing but yield ``stop``."""
+    event: _Event = stop if stop is not None else threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        return {}
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, lambda _sig, _frame: stop.set())
-    return previous
-
-
-def _restore_handlers(previous: dict[int, Any]) -> None:
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
+        yield event
+        return
+    previous = {sig: signal.signal(sig, lambda _sig, _frame: event.set()) for sig in STOP_SIGNALS}
+    try:
+        yield event
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -109,6 +109,32 @@ def test_report_counts_match_what_a_subscriber_receives(stack: Settings, tmp_pat
     assert report["started_at"] < report["finished_at"]
 
 
+def test_a_stop_request_after_the_duration_still_gets_the_report(stack: Settings, tmp_path):
+    """A benchmark stops the simulator with SIGTERM when it has seen enough; if that lands just
+    after ``--duration`` ended (the run is over, the report not yet written), the simulator must
+    still exit 0 with its report, not die of the signal."""
+    seed = fresh_seed()
+    register_fleet(stack.params_dsn, generate_fleet(2, seed))
+    report_path = tmp_path / "report.json"
+    proc = simulator(
+        *("--controllers", "2", "--seed", str(seed), "--interval", "0.1", "--qos", "1"),
+        *("--processes", "2", "--duration", "1.5", "--report", str(report_path)),
+    )
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("done: published"):
+            break  # the run has ended; the report comes next
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        proc.send_signal(signal.SIGTERM)  # again and again, until the process is gone
+        time.sleep(0.005)
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, "".join(seen) + output
+    assert json.loads(report_path.read_text())["published"] > 0
+
+
 def _registry_rows(dsn: str, macs: list[str]) -> dict[str, int]:
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
