@@ -341,8 +341,8 @@ class _Delivery:
         reasons: Tally[str] = Tally()
         retry_records: list[KafkaRecord] = []
         worst, worst_error = TRANSIENT, None
-        for error, message in failed:
-            record = _from_report(message)
+        behind, alike = _produced_records(batch, failed)
+        for (error, _message), record in zip(failed, behind, strict=True):
             failure = kafka_failure(error)
             if failure is ROW:
                 replacement = self._dead_letter(record, error)
@@ -355,6 +355,9 @@ class _Delivery:
             fatal = fatal or error.fatal()
             reasons[_reason(error)] += 1
             retry_records.append(record)
+        if alike:
+            reasons["unconfirmed"] += len(alike)
+            retry_records.extend(alike)
         if fatal:
             # Which records the broker stored is unknown: produce all of them again.
             retry_records = [record for records in batch for record in records]
@@ -386,8 +389,55 @@ class _Delivery:
         self._producer.flush(10.0)
 
 
+def _produced_records(
+    batch: list[list[KafkaRecord]], failed: list[tuple[KafkaError, Message]]
+) -> tuple[list[KafkaRecord], list[KafkaRecord]]:
+    """The records as produced behind each failed delivery report (in ``failed``'s order), and
+    the others that cannot be told apart from a failed one (to be produced again as well).
+
+    A delivery report has no headers (confluent-kafka-python never fills them in: issue #574),
+    so a record rebuilt from its report would lose ``mqtt_topic``, ``received_at`` and the rest:
+    decode would dead-letter it as a bad topic. The report's topic, key and value find the
+    record it came from; when several records share them but differ in headers or partition
+    and only some failed, all of them are produced again (a duplicate, never a loss). Runs only
+    after a failed round.
+    """
+    if not failed:
+        return [], []
+    wanted: dict[tuple[str, bytes | None, bytes], int] = {}
+    for _error, message in failed:
+        content = (message.topic(), message.key(), message.value())
+        wanted[content] = wanted.get(content, 0) + 1
+    same: dict[tuple[str, bytes | None, bytes], list[KafkaRecord]] = {}
+    for records in batch:
+        for record in records:
+            content = (record.topic, record.key, record.value)
+            if content in wanted:
+                same.setdefault(content, []).append(record)
+    matched: list[KafkaRecord] = []
+    extra: list[KafkaRecord] = []
+    taken: dict[tuple[str, bytes | None, bytes], int] = {}
+    for _error, message in failed:
+        content = (message.topic(), message.key(), message.value())
+        candidates = same.get(content, [])
+        index = taken.get(content, 0)
+        taken[content] = index + 1
+        if index < len(candidates):
+            matched.append(candidates[index])
+            if index == 0 and wanted[content] < len(candidates) and not _alike(candidates):
+                extra.extend(candidates[wanted[content] :])  # which ones failed is unknown
+        else:  # not produced in this round (cannot happen): the report is all there is
+            matched.append(_from_report(message))
+    return matched, extra
+
+
+def _alike(records: list[KafkaRecord]) -> bool:
+    first = records[0]
+    return all(r.headers == first.headers and r.partition == first.partition for r in records)
+
+
 def _from_report(message: Message) -> KafkaRecord:
-    """The record of a failed delivery report (its partition kept if one was assigned)."""
+    """A record rebuilt from a failed delivery report alone (no headers: reports have none)."""
     partition = message.partition()
     return KafkaRecord(
         message.topic(),
