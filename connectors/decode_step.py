@@ -83,7 +83,7 @@ class DecodeStep:
         decoded_topic, dlq_topic, limits = self._decoded_topic, self._dlq_topic, self._limits
         seen: dict[str, ControllerEntry | None] = {}  # this batch's lookups
         outcomes = [0, 0, 0]  # ok, partial, failed
-        n_readings = n_events = 0
+        n_readings = n_events = held = 0
         readings = rows.readings
         for raw in items:
             if type(raw) is RegistryChange:
@@ -132,11 +132,13 @@ class DecodeStep:
                     n_events += 1
             if stored_time is not None:
                 rows.marks.append(mark(stored_time, raw))
+                held += len(raw.payload)
             outcomes[0 if not failed else 1 if stored_time is not None else 2] += 1
         for counter, count in zip((_OK, _PARTIAL, _FAILED), outcomes, strict=True):
             counter.inc(count)
         READINGS.inc(n_readings)
         EVENTS.inc(n_events)
+        rows.payload_bytes = held
         return [DecodeOutput(rows, decoded, dlq)]
 
 

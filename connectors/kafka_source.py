@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
@@ -55,6 +56,10 @@ GAP_WAIT_S = 2.0
 FETCH_WAIT_MAX_MS = 100
 """librdkafka's ``fetch.wait.max.ms`` for the raw topic (default 500; why 100: docs/ARCHITECTURE.md,
 D10). ``F2_KAFKA_FETCH_WAIT_MAX_MS`` overrides it."""
+BATCH_BYTES = 4 << 20
+"""A partition's batch asks for fewer records than ``F2_DECODE_BATCH_SIZE`` when the last one
+averaged large payloads, about this many bytes at most: 1,000 records of 64 KiB would put 64 MiB
+per partition into one step of the flow."""
 PREFETCH_KBYTES = 16384
 """librdkafka's ``queued.max.messages.kbytes`` per raw partition (default 65536): each partition
 has its own consumer, so the default let four of them prefetch 256 MB of 64 KiB payloads and
@@ -63,6 +68,7 @@ decode's peak RSS reach 525 MiB under ``bench.memory``'s flood (247 MiB with thi
 
 
 TOPIC_CACHE_BYTES = 16 << 20
+_PAYLOAD = attrgetter("payload")
 _TOPIC_TEXT: ByteBoundedCache[bytes, str] = ByteBoundedCache(TOPIC_CACHE_BYTES)
 
 
@@ -164,6 +170,7 @@ class _RawPartition(StatefulSourcePartition[RawMessage, int]):
         self._consumer = Consumer(config)
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         self._topic, self._partition, self._batch = topic, partition, batch
+        self._ask = batch  # records the next consume asks for (fewer while payloads are large)
         self._order = OffsetOrder(offset, gap_wait_s)
         self._awake: timedelta | None = None
         self._window = timedelta(seconds=batch_wait_s)
@@ -173,7 +180,7 @@ class _RawPartition(StatefulSourcePartition[RawMessage, int]):
     def next_batch(self) -> list[RawMessage]:
         topic, partition = self._topic, self._partition
         messages = []
-        for msg in self._consumer.consume(self._batch, 0):
+        for msg in self._consumer.consume(self._ask, 0):
             error = msg.error()
             if error is None:
                 messages.append(msg)
@@ -185,11 +192,14 @@ class _RawPartition(StatefulSourcePartition[RawMessage, int]):
                 )
         admitted, reread = self._order.admit([m.offset() for m in messages], time.monotonic())
         out = [raw_message(msg, topic, partition) for msg in messages[:admitted]]
+        if out:
+            size = sum(map(len, map(_PAYLOAD, out)))
+            self._ask = max(1, min(self._batch, BATCH_BYTES * len(out) // max(size, 1)))
         if reread:
             # Drops what was fetched past the gap; the fetch starts again at the missing offset.
             self._consumer.assign([TopicPartition(topic, partition, self._order.next_offset)])
             self._awake = GAP_RETRY
-        elif len(messages) >= self._batch:
+        elif len(messages) >= self._ask:
             self._awake = None  # more may be waiting
         else:  # let records gather for the batch window (or poll idle at that pace)
             self._awake = (self._window or None) if out else self._idle

@@ -113,13 +113,16 @@ class RowBatch(msgspec.Struct):
 
     ``entries`` are registry entries loaded while decoding these rows (the writer upserts them into
     the dimension tables); ``marks`` hold one ``(device time, receive time)`` pair in epoch seconds
-    per stored message, for the end-to-end latency histograms.
+    per stored message, for the end-to-end latency histograms; ``payload_bytes`` is the size of
+    the payloads the rows keep alive (each message once), so a batch of big messages is bounded
+    by bytes as well as rows.
     """
 
     readings: list[ReadingRow] = msgspec.field(default_factory=list)
     events: list[EventRow] = msgspec.field(default_factory=list)
     entries: list[ControllerEntry] = msgspec.field(default_factory=list)
     marks: list[tuple[float, float]] = msgspec.field(default_factory=list)
+    payload_bytes: int = 0
 
     def __len__(self) -> int:
         return len(self.readings) + len(self.events)
@@ -130,6 +133,7 @@ class RowBatch(msgspec.Struct):
         self.events.extend(other.events)
         self.entries.extend(other.entries)
         self.marks.extend(other.marks)
+        self.payload_bytes += other.payload_bytes
 
 
 def reading_row(reading: Reading, raw: RawMessage) -> ReadingRow:

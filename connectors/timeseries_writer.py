@@ -116,6 +116,11 @@ BUFFER_LIMIT = 1
 """A shard's buffer, in ``F2_STORE_BATCH_ROWS``, at which the flow waits for the write in
 flight. Rows keep their raw message (for dead letters), so a larger buffer grows memory with
 payload size: 4 took decode from 196 to 532 MiB under ``bench.memory``'s 64 KiB flood."""
+BATCH_PAYLOAD_BYTES = 8 << 20
+"""A shard's buffer is also full when its rows keep this many payload bytes alive
+(:attr:`~connectors.store_rows.RowBatch.payload_bytes`): with rows alone as the bound, 64 KiB
+messages (3 rows each) let a write in flight, the buffer behind it and their recovery snapshot
+hold ~200 MiB each, and decode peaked at 545 MiB under ``bench.memory``'s flood."""
 LATENCY_SAMPLES = 200  # latency observations per flush at most (evenly spaced over its messages)
 
 
@@ -629,9 +634,9 @@ class StoreBatcher(StatefulLogic[RowBatch, Rejected, RowBatch]):
     write is in flight: a buffer whose deadline passes while one runs keeps filling, and goes as
     one larger write as soon as that one ends (polled every ``WRITE_POLL``), so the flow's thread
     goes on decoding instead of waiting for the database; it waits (backpressure) when the buffer
-    reaches ``BUFFER_LIMIT`` × N rows. The recovery snapshot is the in-flight batch plus the
-    buffer, so an epoch never commits rows that are not stored yet; after a crash they are written
-    again (idempotent). Emits the rows the database refused.
+    reaches ``BUFFER_LIMIT`` × N rows (or × :data:`BATCH_PAYLOAD_BYTES`). The recovery snapshot
+    is the in-flight batch plus the buffer, so an epoch never commits rows that are not stored
+    yet; after a crash they are written again (idempotent). Emits the rows the database refused.
     """
 
     def __init__(
@@ -653,10 +658,14 @@ class StoreBatcher(StatefulLogic[RowBatch, Rejected, RowBatch]):
         if self._buf is None:
             self._buf = RowBatch()
             self._deadline = self._now() + self._timeout
-        self._buf.extend(value)
+        buf = self._buf
+        buf.extend(value)
         out = self._collect(wait=False)
-        if len(self._buf) >= self._max_rows:
-            out += self._start(block=len(self._buf) >= self._max_rows * BUFFER_LIMIT)
+        rows, held = len(buf), buf.payload_bytes
+        if rows >= self._max_rows or held >= BATCH_PAYLOAD_BYTES:
+            limit = BUFFER_LIMIT
+            block = rows >= self._max_rows * limit or held >= BATCH_PAYLOAD_BYTES * limit
+            out += self._start(block=block)
         return out, self._keep()
 
     def on_notify(self) -> tuple[list[Rejected], bool]:
@@ -687,7 +696,8 @@ class StoreBatcher(StatefulLogic[RowBatch, Rejected, RowBatch]):
         if self._buf is None:
             return False
         late = self._deadline is not None and self._now() >= self._deadline
-        return late or len(self._buf) >= self._max_rows
+        full = len(self._buf) >= self._max_rows or self._buf.payload_bytes >= BATCH_PAYLOAD_BYTES
+        return late or full
 
     def _start(self, block: bool) -> list[Rejected]:
         """Hand the buffer to the writer. With a write in flight: wait for it if ``block``, else

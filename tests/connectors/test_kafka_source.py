@@ -16,8 +16,8 @@ from connectors.kafka_source import OFFSET_GAPS, OffsetOrder, _RawPartition
 class Record:
     """What ``Consumer.consume`` returns, reduced to what the source reads."""
 
-    def __init__(self, offset: int) -> None:
-        self._offset = offset
+    def __init__(self, offset: int, value: bytes = b"{}") -> None:
+        self._offset, self._value = offset, value
 
     def error(self) -> None:
         return None
@@ -29,7 +29,7 @@ class Record:
         return (1, 1_000)
 
     def value(self) -> bytes:
-        return b"{}"
+        return self._value
 
     def offset(self) -> int:
         return self._offset
@@ -38,12 +38,14 @@ class Record:
 class Batches:
     """A consumer that returns scripted batches, and records where it was told to read from."""
 
-    def __init__(self, *batches: list[int]) -> None:
-        self.batches = [[Record(o) for o in batch] for batch in batches]
+    def __init__(self, *batches: list[int], value: bytes = b"{}") -> None:
+        self.batches = [[Record(o, value) for o in batch] for batch in batches]
         self.assigned: list[int] = []
+        self.asked: list[int] = []
 
-    def consume(self, _count: int, _timeout: float) -> list[Record]:
-        return self.batches.pop(0) if self.batches else []
+    def consume(self, count: int, _timeout: float) -> list[Record]:
+        self.asked.append(count)
+        return self.batches.pop(0)[:count] if self.batches else []
 
     def assign(self, partitions: list) -> None:
         self.assigned += [tp.offset for tp in partitions]
@@ -64,6 +66,7 @@ def partition(consumer: Batches, offset: int, wait_s: float = 60.0) -> _RawParti
         NoLag(),
     )
     part._window, part._idle = timedelta(0), timedelta(milliseconds=10)
+    part._ask = part._batch
     return part
 
 
@@ -199,3 +202,17 @@ def test_batch_window_after_a_partial_poll_and_none_after_a_full_one() -> None:
     assert part.next_awake() is None  # a full poll: more may be waiting
     assert offsets(part) == []
     assert part.next_awake() is not None  # idle
+
+
+def test_large_payloads_make_the_next_batches_ask_for_fewer_records() -> None:
+    """A batch is bounded by bytes too (``BATCH_BYTES``): after 64 KiB records, the source asks
+    for what makes about 4 MiB; after small ones, for the full batch size again."""
+    big = b"x" * 65536
+    consumer = Batches(list(range(0, 100)), list(range(100, 200)), value=big)
+    part = partition(consumer, 0)
+    assert len(part.next_batch()) == 100  # the first ask knows nothing yet
+    assert len(part.next_batch()) == 64  # 4 MiB of 64 KiB records
+    assert consumer.asked == [100, 64]
+    consumer.batches = [[Record(o) for o in range(164, 264)]]
+    assert offsets(part)[:1] == [164] and consumer.asked[-1] == 64
+    assert part._ask == 100  # small payloads again: the full batch

@@ -16,7 +16,13 @@ from connectors.store_rows import (
     mark,
     reading_row,
 )
-from connectors.timeseries_writer import BUFFER_LIMIT, StoreBatcher, StoreSettings, dimension_rows
+from connectors.timeseries_writer import (
+    BATCH_PAYLOAD_BYTES,
+    BUFFER_LIMIT,
+    StoreBatcher,
+    StoreSettings,
+    dimension_rows,
+)
 from schemas.records import ControllerEntry, DataPointDef, Event, RawMessage, Reading, SensorEntry
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -118,6 +124,32 @@ def test_the_flow_waits_for_the_write_in_flight_at_the_buffer_limit():
     threading.Timer(0.05, writes.finish).start()
     logic.on_item(rows(2))  # BUFFER_LIMIT x batch_rows buffered: waits for the first write
     assert pending.done() and writes.sizes == [2, 2 * BUFFER_LIMIT]
+
+
+def test_rows_of_large_payloads_are_written_by_bytes_before_rows():
+    """Rows keep their message alive: a buffer keeping ``BATCH_PAYLOAD_BYTES`` is full however
+    few rows it has, and the flow waits for the write in flight before taking more."""
+    clock, writes = Clock(), Writes()
+    logic = batcher(clock, writes, n=1000)
+    half = rows(3)
+    half.payload_bytes = BATCH_PAYLOAD_BYTES // 2
+    logic.on_item(half)
+    assert writes.sizes == []
+    second = rows(3)
+    second.payload_bytes = BATCH_PAYLOAD_BYTES // 2
+    logic.on_item(second)
+    assert writes.sizes == [6]  # 6 rows, not 1,000: their payloads made it full
+    pending = writes.pending[0]
+    threading.Timer(0.05, writes.finish).start()
+    logic.on_item(second)
+    logic.on_item(second)  # full again: waits for the write in flight
+    assert pending.done() and writes.sizes == [6, 6]
+
+
+def test_a_batch_counts_the_payload_bytes_of_what_it_extends():
+    batch = RowBatch(payload_bytes=5)
+    batch.extend(RowBatch(payload_bytes=7))
+    assert batch.payload_bytes == 12
 
 
 def test_snapshot_holds_the_write_in_flight_and_the_buffer():
