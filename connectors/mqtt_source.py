@@ -92,6 +92,8 @@ READ_PAUSES = Counter(
 RECONNECT_DELAY_S = (1, 30)
 _IDLE = timedelta(milliseconds=10)
 PAUSE_POLL_S = 0.02
+READ_CHUNK = 65536
+"""Bytes one socket read of :class:`LeanClient` asks for."""
 CHECK_SHARE = 64
 """A session sums the process's held bytes after receiving each 1/64 of the budget (so the
 process may pass its limit by at most sessions × budget/64 plus one message per session)."""
@@ -212,27 +214,102 @@ class PayloadBudget:
 class LeanClient(mqtt.Client):
     """paho's client with a lean path for the QoS 1 PUBLISH packets a manual-ack source gets.
 
-    paho decodes every PUBLISH into an ``MQTTMessage`` with a freshly built ``Properties``
-    object (two dicts of all MQTT v5 properties), formats a debug log line, takes the callback
-    lock and matches the topic against per-filter callbacks: most of a message's cost in the
-    network thread. A QoS 1 PUBLISH without properties (what brokers send unless the publisher
-    set some) is decoded here straight into ``on_publish_received(topic, payload, mid, retain)``.
-    Everything else (QoS 0/2, properties, a topic that is not UTF-8, a short packet) takes paho's
-    own path to ``on_message``. It overrides paho's private ``_handle_publish`` (paho is pinned;
-    ``tests/connectors/test_mqtt_source.py`` checks both paths agree on real packets).
+    Stock paho reads each packet with three or more ``recv`` calls (command byte, each byte of
+    the remaining length, the body) after a ``select``, decodes every PUBLISH into an
+    ``MQTTMessage`` with a freshly built ``Properties`` object, formats a debug log line, takes
+    the callback lock and matches the topic against per-filter callbacks: most of a message's
+    cost. Here the socket is read in chunks of up to :data:`READ_CHUNK` bytes
+    (:meth:`_sock_recv`), every complete QoS 1 PUBLISH without properties (what brokers send
+    unless the publisher set some) in the chunk is decoded straight into
+    ``on_publish_received(topic, payload, mid, retain)`` (:meth:`_packet_read`), and
+    :meth:`loop_read` goes on until the chunk is used up, so one ``select`` and one ``recv``
+    serve many messages. Every other packet (CONNACK, SUBACK, QoS 0/2, properties, a topic that
+    is not UTF-8, a packet cut by the chunk's end) takes paho's own path, which reads from the
+    same buffer. It overrides paho's private ``_sock_recv``, ``_packet_read`` and
+    ``_handle_publish`` (paho is pinned; ``tests/connectors/test_mqtt_source.py`` checks both
+    paths agree on real packets, split anywhere).
     """
 
     on_publish_received: PublishHandler | None = None
     read_paused: Callable[[], bool] | None = None
-    """Checked before each read of a connected session: while it returns True nothing is read
-    (the broker keeps the messages; TCP flow control holds the rest)."""
+    """Checked before each read of a connected session: while it returns True nothing more is
+    read from the socket (the broker keeps the messages; TCP flow control holds the rest); what
+    one chunk already brought in (≤ :data:`READ_CHUNK` bytes) is still handed over."""
+    _chunk: bytes = b""
+    _chunk_pos: int = 0
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         paused = self.read_paused
         if paused is not None and self._state == _ConnectionState.MQTT_CS_CONNECTED and paused():
             time.sleep(PAUSE_POLL_S)
             return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
-        return super().loop_read(max_packets)
+        rc = super().loop_read(max_packets)
+        # select() cannot see bytes already in the chunk: use them up before it runs again.
+        while rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and self._chunk_pos < len(self._chunk):
+            rc = super().loop_read(1)
+        return rc
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        """Up to ``bufsize`` bytes from the current chunk; an empty chunk is refilled by one
+        ``recv`` of up to :data:`READ_CHUNK` bytes (paho's exceptions and EOF unchanged)."""
+        chunk, pos = self._chunk, self._chunk_pos
+        if pos >= len(chunk):
+            chunk = super()._sock_recv(max(bufsize, READ_CHUNK))
+            if len(chunk) <= bufsize:  # EOF, or all of it wanted
+                self._chunk, self._chunk_pos = b"", 0
+                return chunk
+            self._chunk, pos = chunk, 0
+        end = min(pos + bufsize, len(chunk))
+        self._chunk_pos = end
+        return chunk[pos:end]
+
+    def _sock_close(self) -> None:
+        self._chunk, self._chunk_pos = b"", 0  # bytes of a closed connection are void
+        super()._sock_close()
+
+    def _packet_read(self) -> mqtt.MQTTErrorCode:
+        if self._in_packet["command"] == 0 and self._chunk_pos < len(self._chunk):
+            handled = self._read_publishes()
+            if handled:
+                with self._msgtime_mutex:
+                    self._last_bytes_received = time.monotonic()
+                return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        return super()._packet_read()
+
+    def _read_publishes(self) -> int:
+        """Hands over the complete lean PUBLISH packets at the chunk's position; stops at the
+        first other or incomplete packet (left to paho). Returns how many it handled."""
+        handler = self.on_publish_received
+        if handler is None or not self._manual_ack or self._protocol != MQTTProtocolVersion.MQTTv5:
+            return 0
+        chunk, pos, size, handled = self._chunk, self._chunk_pos, len(self._chunk), 0
+        while pos + 2 <= size:
+            command = chunk[pos]
+            if command & 0xF6 != 0x32:  # not a QoS 1 PUBLISH (DUP and RETAIN may be set)
+                break
+            length, mult, at = 0, 1, pos + 1
+            while at < size and at < pos + 5:
+                byte = chunk[at]
+                length += (byte & 0x7F) * mult
+                mult <<= 7
+                at += 1
+                if not byte & 0x80:
+                    break
+            else:
+                break  # remaining length cut by the chunk's end (or malformed: paho decides)
+            end = at + length
+            topic_end = at + 2 + ((chunk[at] << 8) | chunk[at + 1]) if at + 1 < size else size
+            if end > size or topic_end + 2 >= end or chunk[topic_end + 2]:
+                break  # incomplete, too short, or has properties
+            try:
+                topic = chunk[at + 2 : topic_end].decode()
+            except UnicodeDecodeError:
+                break
+            mid = (chunk[topic_end] << 8) | chunk[topic_end + 1]
+            self._chunk_pos = pos = end  # first: a raising handler must not see its packet again
+            handler(topic, chunk[topic_end + 3 : end], mid, bool(command & 1))
+            handled += 1
+        return handled
 
     def _handle_publish(self) -> mqtt.MQTTErrorCode:
         handler = self.on_publish_received

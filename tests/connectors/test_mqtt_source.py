@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import socket
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors import mqtt_source
 from connectors.mqtt_source import MqttSource, MqttSourceSettings, source_settings
@@ -230,6 +234,188 @@ def test_lean_publish_path_leaves_the_rest_to_paho(command: int, packet: bytes) 
     lean.on_message = lambda _c, _u, m: messages.append(m)
     handle(lean, command, packet)
     assert [(m.topic, m.payload) for m in messages] == [("t/a", b"{}")]
+
+
+def fixed_header(command: int, body: bytes) -> bytes:
+    """``command`` and the MQTT variable-length remaining length of ``body``, then ``body``."""
+    length, out = len(body), bytearray([command])
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        out.append(byte | (0x80 if length else 0))
+        if not length:
+            return bytes(out) + body
+
+
+PACKETS = st.one_of(
+    st.builds(  # lean: QoS 1 without properties, any DUP/RETAIN, payloads across 1-2 byte lengths
+        lambda flags, topic, payload, mid: fixed_header(
+            0x32 | flags, publish_packet(topic.encode(), payload, mid, b"\0")
+        ),
+        st.sampled_from([0, 1, 8, 9]),
+        st.text(min_size=1, max_size=40),
+        st.binary(max_size=300),
+        st.integers(1, 65535),
+    ),
+    st.builds(  # paho's: QoS 1 with a property (payload format indicator)
+        lambda topic, payload, mid: fixed_header(
+            0x32, publish_packet(topic.encode(), payload, mid, b"\x02\x01\x01")
+        ),
+        st.text(min_size=1, max_size=20),
+        st.binary(max_size=50),
+        st.integers(1, 65535),
+    ),
+    st.builds(  # paho's: QoS 0 (no packet id)
+        lambda topic, payload: fixed_header(
+            0x30, len(topic.encode()).to_bytes(2, "big") + topic.encode() + b"\0" + payload
+        ),
+        st.text(min_size=1, max_size=20),
+        st.binary(max_size=50),
+    ),
+)
+
+
+def received(client: mqtt.Client, stream: bytes, cuts: list[int], reads: int = 0) -> list[tuple]:
+    """What ``client`` hands over when ``stream`` arrives on a real socket in pieces cut at
+    ``cuts``, each piece followed by ``reads`` calls of ``loop_read`` (default: one per byte, as
+    many as a network thread could need; the extra ones find nothing and return)."""
+    got: list[tuple] = []
+    if isinstance(client, mqtt_source.LeanClient):
+        client.on_publish_received = lambda topic, payload, mid, retain: got.append(
+            (topic, bytes(payload), mid, retain)
+        )
+    client.on_message = lambda _c, _u, m: got.append(
+        (m.topic, bytes(m.payload), m.mid if m.qos else 0, m.retain)
+    )
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    try:
+        bounds = [0, *sorted(set(cuts)), len(stream)]
+        for start, end in itertools.pairwise(bounds):
+            broker.sendall(stream[start:end])
+            for _ in range(reads or end - start):
+                assert client.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+    finally:
+        client._sock = None
+        ours.close()
+        broker.close()
+    return got
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    packets=st.lists(PACKETS, min_size=1, max_size=25),
+    cuts=st.lists(st.integers(0, 10_000), max_size=6),
+)
+def test_lean_reader_hands_over_what_paho_does_however_the_stream_is_cut(
+    packets: list[bytes], cuts: list[int]
+) -> None:
+    stream = b"".join(packets)
+    cuts = [cut % (len(stream) + 1) for cut in cuts]
+    lean = mqtt_source.new_client(MqttSourceSettings("h", 1, "", ""), "lean", manual_ack=True)
+    stock = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
+    assert received(lean, stream, cuts) == received(stock, stream, cuts)
+    assert len(received(lean, stream, [])) == len(packets)
+
+
+BIG_PACKETS = st.builds(  # lean QoS 1 PUBLISHes larger than a read chunk, and small ones
+    lambda topic, size, fill, mid: fixed_header(
+        0x32, publish_packet(topic.encode(), bytes([fill]) * size, mid, b"\0")
+    ),
+    st.text(min_size=1, max_size=20),
+    st.one_of(
+        st.integers(0, 200), st.integers(mqtt_source.READ_CHUNK - 64, 3 * mqtt_source.READ_CHUNK)
+    ),
+    st.integers(0, 255),
+    st.integers(1, 65535),
+)
+
+
+def received_by_network_loop(
+    client: mqtt.Client, stream: bytes, piece: int, pauses: list[bool]
+) -> list[tuple]:
+    """What ``client`` hands over when its network loop (paho's ``_loop``: ``select``, then
+    ``loop_read`` only if the socket is readable) runs while ``stream`` arrives through a socket
+    with flow control, ``piece`` bytes offered at a time; a :class:`LeanClient` is paused for
+    reading by turns as ``pauses`` says, then unpaused until nothing more comes."""
+    got: list[tuple] = []
+    if isinstance(client, mqtt_source.LeanClient):
+        client.on_publish_received = lambda topic, payload, mid, retain: got.append(
+            (topic, bytes(payload), mid, retain)
+        )
+        turn = iter(pauses * (len(stream) // max(piece, 1) + 2))
+        paused = [False]
+        client.read_paused = lambda: paused[0]
+        client._state = mqtt_source._ConnectionState.MQTT_CS_CONNECTED
+    else:
+        turn, paused = iter(()), [False]
+    client.on_message = lambda _c, _u, m: got.append(
+        (m.topic, bytes(m.payload), m.mid if m.qos else 0, m.retain)
+    )
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    broker.setblocking(False)
+    client._sock = ours
+    try:
+        sent = 0
+        while sent < len(stream):
+            try:
+                sent += broker.send(stream[sent : sent + piece])
+            except BlockingIOError:
+                pass  # the socket buffers are full until the client reads
+            paused[0] = next(turn, False)
+            assert client.loop(timeout=0) == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        paused[0] = False
+        idle = 0
+        while idle < 20:  # done once the loop finds nothing more twenty times running
+            before = len(got)
+            assert client.loop(timeout=0.001) == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+            idle = idle + 1 if len(got) == before else 0
+    finally:
+        client._sock = None
+        ours.close()
+        broker.close()
+    return got
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    packets=st.lists(st.one_of(PACKETS, BIG_PACKETS), min_size=1, max_size=12),
+    piece=st.sampled_from([1, 7, 1000, 4096, 50_000, 100_000, 1 << 20]),
+    pauses=st.lists(st.booleans(), min_size=1, max_size=8),
+)
+def test_lean_reader_in_the_network_loop_hands_over_everything_paused_or_not(
+    packets: list[bytes], piece: int, pauses: list[bool]
+) -> None:
+    """The real loop calls ``loop_read`` only when ``select`` sees the socket readable: bytes a
+    chunk already took off the socket must not wait there for more to arrive (a read pause or a
+    packet larger than a chunk must not strand them)."""
+    stream = b"".join(packets)
+    piece = max(piece, len(stream) // 500)  # at most ~500 turns of the loop per example
+    lean = mqtt_source.new_client(MqttSourceSettings("h", 1, "", ""), "lean", manual_ack=True)
+    stock = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
+    want = received_by_network_loop(stock, stream, piece, [])
+    assert len(want) == len(packets)
+    poll_s, mqtt_source.PAUSE_POLL_S = mqtt_source.PAUSE_POLL_S, 0.0  # paused turns need no nap
+    try:
+        assert received_by_network_loop(lean, stream, piece, pauses) == want
+    finally:
+        mqtt_source.PAUSE_POLL_S = poll_s
+
+
+def test_lean_reader_reads_many_packets_per_socket_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+    recv = mqtt.Client._sock_recv
+
+    def counted(self, bufsize: int) -> bytes:
+        reads.append(bufsize)
+        return recv(self, bufsize)
+
+    monkeypatch.setattr(mqtt.Client, "_sock_recv", counted)
+    packet = fixed_header(0x32, publish_packet(b"tele/f2-ab/x", b"{}", 7, b"\0"))
+    lean = mqtt_source.new_client(MqttSourceSettings("h", 1, "", ""), "lean", manual_ack=True)
+    assert len(received(lean, packet * 500, [], reads=1)) == 500  # one select() wake-up
+    assert len(reads) == 1  # one recv() for all of them
 
 
 def test_payload_bytes_are_held_until_their_epoch_completes_and_bound_reading(
