@@ -511,6 +511,42 @@ def test_ingest_holds_at_most_its_byte_budget_while_kafka_is_frozen(
     assert wanted <= set(records), f"{len(wanted - set(records))} messages lost"
 
 
+def test_records_timed_out_in_a_kafka_freeze_keep_their_headers(
+    isolated: Settings, ingest_stack: IsolatedStack, tmp_path: Path
+) -> None:
+    """Kafka frozen past the producer's message timeout: the records in flight fail and are
+    produced again after it thaws. Delivery reports carry no headers, so a retry rebuilt from
+    them reached Kafka without ``mqtt_topic`` (and decode dead-lettered it): each record must
+    arrive with its MQTT topic."""
+    timeout_ms = 3000
+    flow = Flow(
+        ingest_stack, tmp_path / "ingest.log", {"F2_KAFKA_MESSAGE_TIMEOUT_MS": str(timeout_ms)}
+    )
+    kafka_pid = int((ingest_stack.dir / "run" / "kafka.pid").read_text())
+    marker = f"timeout-{os.getpid()}-{time.time_ns()}"
+    messages = [(LIMIT_TOPIC, numbered(marker, n)) for n in range(300)]
+    wanted = {(topic.encode(), body) for topic, body in messages}
+    flow.start()
+    try:
+        os.kill(kafka_pid, signal.SIGSTOP)
+        try:
+            publish(isolated, messages)
+            assert wait_until(
+                lambda: metric(ingest_stack, "f2_kafka_sink_retries_total") > 0,
+                4 * timeout_ms / 1000,
+                0.5,
+            ), "no delivery timed out while Kafka was frozen"
+        finally:
+            os.kill(kafka_pid, signal.SIGCONT)
+        records = wait_for(isolated.kafka_bootstrap, isolated.raw_topic, wanted, 90)
+    finally:
+        flow.stop()
+    ours = [record for record in records if marker.encode() in record[1]]
+    headless = [body for topic, body in ours if topic != LIMIT_TOPIC.encode()]
+    assert not headless, f"{len(headless)} records without their MQTT topic"
+    assert wanted <= set(records), f"{len(wanted - set(records))} messages lost"
+
+
 def test_a_device_cannot_take_over_ingests_sessions(
     isolated: Settings, ingest_stack: IsolatedStack, tmp_path: Path
 ) -> None:
