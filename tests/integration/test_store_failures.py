@@ -155,7 +155,12 @@ def test_rows_all_refused_with_one_sqlstate_hold_instead_of_dead_lettering(
             time.sleep(3)  # several retries while blocked: still nothing dead-lettered
             assert decode.metric("f2_store_blocked") >= 1
         finally:
-            conn.execute("DROP TRIGGER IF EXISTS f2_test_refuse_all ON readings")
+            # The writer retries its INSERT meanwhile (parent table, then partition); DROP
+            # TRIGGER alone locked a partition before the parent and could deadlock with it (and
+            # leave the trigger for the next tests). The table lock first keeps the writer's order.
+            with conn.transaction():
+                conn.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
+                conn.execute("DROP TRIGGER IF EXISTS f2_test_refuse_all ON readings")
             conn.execute("DROP FUNCTION IF EXISTS f2_test_refuse_all()")
     assert traffic.wait_stored(60) == (traffic.readings, traffic.events)
     assert wait_until(lambda: decode.metric("f2_store_blocked") == 0, 30, 0.5)
