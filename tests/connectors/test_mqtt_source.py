@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -274,10 +276,23 @@ PACKETS = st.one_of(
 )
 
 
-def received(client: mqtt.Client, stream: bytes, cuts: list[int], reads: int = 0) -> list[tuple]:
-    """What ``client`` hands over when ``stream`` arrives on a real socket in pieces cut at
-    ``cuts``, each piece followed by ``reads`` calls of ``loop_read`` (default: one per byte, as
-    many as a network thread could need; the extra ones find nothing and return)."""
+@contextmanager
+def wired(client: mqtt.Client) -> Iterator[socket.socket]:
+    """``client`` reading a socket pair (non-blocking, as paho's own); the broker's end."""
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    try:
+        yield broker
+    finally:
+        client._sock = None
+        ours.close()
+        broker.close()
+
+
+def handed_over(client: mqtt.Client) -> list[tuple]:
+    """The list that collects what ``client`` hands over, as (topic, payload, mid, retain), by
+    the lean path (a :class:`LeanClient`) or paho's own (``on_message``)."""
     got: list[tuple] = []
     if isinstance(client, mqtt_source.LeanClient):
         client.on_publish_received = lambda topic, payload, mid, retain: got.append(
@@ -286,19 +301,20 @@ def received(client: mqtt.Client, stream: bytes, cuts: list[int], reads: int = 0
     client.on_message = lambda _c, _u, m: got.append(
         (m.topic, bytes(m.payload), m.mid if m.qos else 0, m.retain)
     )
-    ours, broker = socket.socketpair()
-    ours.setblocking(False)
-    client._sock = ours
-    try:
+    return got
+
+
+def received(client: mqtt.Client, stream: bytes, cuts: list[int], reads: int = 0) -> list[tuple]:
+    """What ``client`` hands over when ``stream`` arrives on a real socket in pieces cut at
+    ``cuts``, each piece followed by ``reads`` calls of ``loop_read`` (default: one per byte, as
+    many as a network thread could need; the extra ones find nothing and return)."""
+    got = handed_over(client)
+    with wired(client) as broker:
         bounds = [0, *sorted(set(cuts)), len(stream)]
         for start, end in itertools.pairwise(bounds):
             broker.sendall(stream[start:end])
             for _ in range(reads or end - start):
                 assert client.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
-    finally:
-        client._sock = None
-        ours.close()
-        broker.close()
     return got
 
 
@@ -338,25 +354,14 @@ def received_by_network_loop(
     ``loop_read`` only if the socket is readable) runs while ``stream`` arrives through a socket
     with flow control, ``piece`` bytes offered at a time; a :class:`LeanClient` is paused for
     reading by turns as ``pauses`` says, then unpaused until nothing more comes."""
-    got: list[tuple] = []
+    got = handed_over(client)
+    turn, paused = iter(()), [False]
     if isinstance(client, mqtt_source.LeanClient):
-        client.on_publish_received = lambda topic, payload, mid, retain: got.append(
-            (topic, bytes(payload), mid, retain)
-        )
         turn = iter(pauses * (len(stream) // max(piece, 1) + 2))
-        paused = [False]
         client.read_paused = lambda: paused[0]
         client._state = mqtt_source._ConnectionState.MQTT_CS_CONNECTED
-    else:
-        turn, paused = iter(()), [False]
-    client.on_message = lambda _c, _u, m: got.append(
-        (m.topic, bytes(m.payload), m.mid if m.qos else 0, m.retain)
-    )
-    ours, broker = socket.socketpair()
-    ours.setblocking(False)
-    broker.setblocking(False)
-    client._sock = ours
-    try:
+    with wired(client) as broker:
+        broker.setblocking(False)
         sent = 0
         while sent < len(stream):
             try:
@@ -371,10 +376,6 @@ def received_by_network_loop(
             before = len(got)
             assert client.loop(timeout=0.001) == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
             idle = idle + 1 if len(got) == before else 0
-    finally:
-        client._sock = None
-        ours.close()
-        broker.close()
     return got
 
 

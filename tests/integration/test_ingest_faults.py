@@ -26,6 +26,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -480,19 +481,35 @@ def test_wrong_kafka_credentials_hold_ingest_visibly_and_lose_nothing(
     assert wanted <= set(records), f"{len(wanted - set(records))} messages lost"
 
 
+@contextmanager
+def kafka_frozen(stack: IsolatedStack) -> Iterator[None]:
+    """The stack's Kafka stopped with SIGSTOP (it accepts connections and answers nothing) while
+    inside; thawed on the way out, also when the body fails."""
+    kafka_pid = int((stack.dir / "run" / "kafka.pid").read_text())
+    os.kill(kafka_pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(kafka_pid, signal.SIGCONT)
+
+
+def flood_of(prefix: str, count: int, size: int = 0) -> tuple[str, list[tuple[str, bytes]], set]:
+    """A marker of this run, ``count`` numbered messages on ``LIMIT_TOPIC`` padded with ``size``
+    bytes, and the (topic, payload) pairs ingest must store."""
+    marker = f"{prefix}-{os.getpid()}-{time.time_ns()}"
+    messages = [(LIMIT_TOPIC, numbered(marker, n, size)) for n in range(count)]
+    return marker, messages, {(topic.encode(), body) for topic, body in messages}
+
+
 def test_ingest_holds_at_most_its_byte_budget_while_kafka_is_frozen(
     isolated: Settings, ingest_stack: IsolatedStack, tmp_path: Path
 ) -> None:
     budget = 8 << 20
     flow = Flow(ingest_stack, tmp_path / "ingest.log", {"F2_INGEST_MAX_BUFFER_BYTES": str(budget)})
-    kafka_pid = int((ingest_stack.dir / "run" / "kafka.pid").read_text())
-    marker = f"flood-{os.getpid()}-{time.time_ns()}"
-    messages = [(LIMIT_TOPIC, numbered(marker, n, 60_000)) for n in range(400)]  # 24 MB
-    wanted = {(topic.encode(), body) for topic, body in messages}
+    _marker, messages, wanted = flood_of("flood", 400, 60_000)  # 24 MB
     flow.start()
     try:
-        os.kill(kafka_pid, signal.SIGSTOP)
-        try:
+        with kafka_frozen(ingest_stack):
             publish(isolated, messages)
             assert wait_until(lambda: metric(ingest_stack, "f2_ingest_read_paused") >= 1, 30, 0.5)
             time.sleep(3)
@@ -501,8 +518,6 @@ def test_ingest_holds_at_most_its_byte_budget_while_kafka_is_frozen(
             # read one more message before it pauses.
             assert budget / 2 < held <= budget + 4 * (budget // 64 + 65536), held
             assert metric(ingest_stack, "f2_ingest_acked_total") == 0
-        finally:
-            os.kill(kafka_pid, signal.SIGCONT)
         records = wait_for(isolated.kafka_bootstrap, isolated.raw_topic, wanted, 120)
         assert wait_until(lambda: metric(ingest_stack, "f2_ingest_read_paused") == 0, 30, 0.5)
         assert metric(ingest_stack, "f2_ingest_read_pauses_total") >= 1
@@ -522,22 +537,16 @@ def test_records_timed_out_in_a_kafka_freeze_keep_their_headers(
     flow = Flow(
         ingest_stack, tmp_path / "ingest.log", {"F2_KAFKA_MESSAGE_TIMEOUT_MS": str(timeout_ms)}
     )
-    kafka_pid = int((ingest_stack.dir / "run" / "kafka.pid").read_text())
-    marker = f"timeout-{os.getpid()}-{time.time_ns()}"
-    messages = [(LIMIT_TOPIC, numbered(marker, n)) for n in range(300)]
-    wanted = {(topic.encode(), body) for topic, body in messages}
+    marker, messages, wanted = flood_of("timeout", 300)
     flow.start()
     try:
-        os.kill(kafka_pid, signal.SIGSTOP)
-        try:
+        with kafka_frozen(ingest_stack):
             publish(isolated, messages)
             assert wait_until(
                 lambda: metric(ingest_stack, "f2_kafka_sink_retries_total") > 0,
                 4 * timeout_ms / 1000,
                 0.5,
             ), "no delivery timed out while Kafka was frozen"
-        finally:
-            os.kill(kafka_pid, signal.SIGCONT)
         records = wait_for(isolated.kafka_bootstrap, isolated.raw_topic, wanted, 90)
     finally:
         flow.stop()
