@@ -271,10 +271,11 @@ class DecodeSettings(msgspec.Struct, frozen=True):
                 "after a poll that returned less than `F2_DECODE_BATCH_SIZE`, how long a raw "
                 "partition lets records gather before the next (fewer, larger batches: less "
                 "CPU per message; adds at most this to latency); also its idle poll interval "
-                "(10 ms at `0`)"
+                "(10 ms at `0`); at 5,000 msg/s 50 cost 62 µs/msg against 73-96 at 25, and "
+                "75-100 cost more (docs/PERFORMANCE-LOG.md, 2026-12-07)"
             ),
         ),
-    ] = 25
+    ] = 50
     recovery_parts: Annotated[
         int,
         Positive,
