@@ -404,10 +404,8 @@ def _produced_records(
     """
     if not failed:
         return [], []
-    wanted: dict[tuple[str, bytes | None, bytes], int] = {}
-    for _error, message in failed:
-        content = (message.topic(), message.key(), message.value())
-        wanted[content] = wanted.get(content, 0) + 1
+    contents = [(message.topic(), message.key(), message.value()) for _error, message in failed]
+    wanted = Tally(contents)
     same: dict[tuple[str, bytes | None, bytes], list[KafkaRecord]] = {}
     for records in batch:
         for record in records:
@@ -416,18 +414,16 @@ def _produced_records(
                 same.setdefault(content, []).append(record)
     matched: list[KafkaRecord] = []
     extra: list[KafkaRecord] = []
-    taken: dict[tuple[str, bytes | None, bytes], int] = {}
-    for _error, message in failed:
-        content = (message.topic(), message.key(), message.value())
-        candidates = same.get(content, [])
-        index = taken.get(content, 0)
-        taken[content] = index + 1
-        if index < len(candidates):
-            matched.append(candidates[index])
-            if index == 0 and wanted[content] < len(candidates) and not _alike(candidates):
-                extra.extend(candidates[wanted[content] :])  # which ones failed is unknown
-        else:  # not produced in this round (cannot happen): the report is all there is
+    taken: Tally[tuple[str, bytes | None, bytes]] = Tally()
+    for (_error, message), content in zip(failed, contents, strict=True):
+        candidates, index = same.get(content, []), taken[content]
+        taken[content] += 1
+        if index >= len(candidates):  # not produced in this round (cannot happen)
             matched.append(_from_report(message))
+            continue
+        matched.append(candidates[index])
+        if index == 0 and wanted[content] < len(candidates) and not _alike(candidates):
+            extra.extend(candidates[wanted[content] :])  # which ones failed is unknown
     return matched, extra
 
 

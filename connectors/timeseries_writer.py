@@ -658,14 +658,10 @@ class StoreBatcher(StatefulLogic[RowBatch, Rejected, RowBatch]):
         if self._buf is None:
             self._buf = RowBatch()
             self._deadline = self._now() + self._timeout
-        buf = self._buf
-        buf.extend(value)
+        self._buf.extend(value)
         out = self._collect(wait=False)
-        rows, held = len(buf), buf.payload_bytes
-        if rows >= self._max_rows or held >= BATCH_PAYLOAD_BYTES:
-            limit = BUFFER_LIMIT
-            block = rows >= self._max_rows * limit or held >= BATCH_PAYLOAD_BYTES * limit
-            out += self._start(block=block)
+        if self._full():
+            out += self._start(block=self._full(BUFFER_LIMIT))
         return out, self._keep()
 
     def on_notify(self) -> tuple[list[Rejected], bool]:
@@ -696,8 +692,16 @@ class StoreBatcher(StatefulLogic[RowBatch, Rejected, RowBatch]):
         if self._buf is None:
             return False
         late = self._deadline is not None and self._now() >= self._deadline
-        full = len(self._buf) >= self._max_rows or self._buf.payload_bytes >= BATCH_PAYLOAD_BYTES
-        return late or full
+        return late or self._full()
+
+    def _full(self, times: int = 1) -> bool:
+        """Whether the buffer holds ``times`` × N rows, or × :data:`BATCH_PAYLOAD_BYTES`."""
+        buf = self._buf
+        if buf is None:
+            return False
+        return (
+            len(buf) >= self._max_rows * times or buf.payload_bytes >= BATCH_PAYLOAD_BYTES * times
+        )
 
     def _start(self, block: bool) -> list[Rejected]:
         """Hand the buffer to the writer. With a write in flight: wait for it if ``block``, else
