@@ -37,7 +37,7 @@ _OK, _PARTIAL, _FAILED = (MESSAGES.labels(o) for o in ("ok", "partial", "failed"
 _encode = msgspec.json.Encoder().encode
 
 
-class DecodeOutput(msgspec.Struct):
+class DecodeOutput(msgspec.Struct, gc=False):
     """What one input batch produced."""
 
     rows: RowBatch

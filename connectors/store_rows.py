@@ -1,11 +1,11 @@
 """Rows for the timeseries database, and the batches the decode flow hands to the writer.
 
 Delivery guarantee: none by itself; this module only shapes data. A :class:`RowBatch` is what
-travels from the decode step to the storage batching step (it is pickled into recovery snapshots
-while buffered). A row carries its table's columns (:meth:`ReadingRow.columns`, in the order of
-:data:`READING_COLUMNS` / :data:`EVENT_COLUMNS`) and where it came from: the
-:class:`~schemas.records.RawMessage` and the label or field, so that a row the database refuses is
-dead-lettered with its original message.
+travels from the decode step to the storage batching step; while buffered it is saved in recovery
+snapshots as :func:`pending_bytes` (each message once, however many rows it gave). A row carries
+its table's columns (:meth:`ReadingRow.columns`, in the order of :data:`READING_COLUMNS` /
+:data:`EVENT_COLUMNS`) and where it came from: the :class:`~schemas.records.RawMessage` and the
+label or field, so that a row the database refuses is dead-lettered with its original message.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class EventRow(msgspec.Struct, frozen=True, gc=False):
 Row = ReadingRow | EventRow
 
 
-class Rejected(msgspec.Struct, frozen=True):
+class Rejected(msgspec.Struct, frozen=True, gc=False):
     """A row the database refused (``store_rejected``): its message, label or field, and why."""
 
     raw: RawMessage
@@ -108,7 +108,7 @@ class Rejected(msgspec.Struct, frozen=True):
     detail: str
 
 
-class RowBatch(msgspec.Struct):
+class RowBatch(msgspec.Struct, gc=False):
     """Rows decoded from one or more source batches, plus what the writer does with them.
 
     ``entries`` are registry entries loaded while decoding these rows (the writer upserts them into
@@ -171,3 +171,64 @@ def event_row(event: Event, raw: RawMessage) -> EventRow:
 def mark(time: datetime, raw: RawMessage) -> tuple[float, float]:
     """The latency mark of one stored message: device time and receive time, epoch seconds."""
     return (time.timestamp(), raw.received_at_ms / 1000.0)
+
+
+class _Pending(msgspec.Struct, array_like=True, gc=False):
+    """A :class:`RowBatch` as saved in a recovery snapshot: each message once (``raws``), rows
+    as their column values plus the index of their message."""
+
+    raws: list[RawMessage]
+    readings: list[tuple[datetime, int, int, float, int, str, int]]
+    events: list[
+        tuple[datetime, int, str, str, str, str, bool | None, float | None, str | None, int, int]
+    ]
+    entries: list[ControllerEntry]
+    marks: list[tuple[float, float]]
+    payload_bytes: int = 0
+
+
+_PENDING_ENCODER = msgspec.msgpack.Encoder()
+_PENDING_DECODER = msgspec.msgpack.Decoder(_Pending)
+
+
+def pending_bytes(batch: RowBatch) -> bytes:
+    """``batch`` as the bytes a recovery snapshot keeps (:func:`pending_rows` reads them back).
+
+    Bytewax pickles a snapshot: pickling rows one object at a time cost about 2 µs a row and
+    most of that again in the garbage collections it set off; this is msgpack, with each message
+    once.
+    """
+    raws: list[RawMessage] = []
+    index: dict[int, int] = {}
+
+    def at(raw: RawMessage) -> int:
+        position = index.get(id(raw))
+        if position is None:
+            position = index[id(raw)] = len(raws)
+            raws.append(raw)
+        return position
+
+    readings = [
+        (r.time, r.sensor_id, r.datapoint_id, r.value, r.registry_version, r.label, at(r.raw))
+        for r in batch.readings
+    ]
+    events = [(*e.columns(), at(e.raw)) for e in batch.events]
+    return _PENDING_ENCODER.encode(
+        _Pending(raws, readings, events, batch.entries, batch.marks, batch.payload_bytes)
+    )
+
+
+def pending_rows(data: bytes) -> RowBatch:
+    """The :class:`RowBatch` :func:`pending_bytes` saved."""
+    saved = _PENDING_DECODER.decode(data)
+    raws = saved.raws
+    return RowBatch(
+        readings=[
+            ReadingRow(t, s, d, v, version, raws[i], label)
+            for t, s, d, v, version, label, i in saved.readings
+        ],
+        events=[EventRow(*row[:-1], raws[row[-1]]) for row in saved.events],
+        entries=saved.entries,
+        marks=saved.marks,
+        payload_bytes=saved.payload_bytes,
+    )

@@ -57,6 +57,8 @@ from connectors.store_rows import (
     Rejected,
     Row,
     RowBatch,
+    pending_bytes,
+    pending_rows,
 )
 from schemas.reasons import STORE_REJECTED
 from schemas.records import ControllerEntry
@@ -626,7 +628,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class StoreBatcher(StatefulLogic[RowBatch, Rejected, RowBatch]):
+class StoreBatcher(StatefulLogic[RowBatch, Rejected, bytes]):
     """Buffers one shard's rows and writes them at N rows or T ms after the first buffered row.
 
     Writes are pipelined: a full buffer is handed to the writer's own thread (``submit``) and the
@@ -635,17 +637,21 @@ class StoreBatcher(StatefulLogic[RowBatch, Rejected, RowBatch]):
     one larger write as soon as that one ends (polled every ``WRITE_POLL``), so the flow's thread
     goes on decoding instead of waiting for the database; it waits (backpressure) when the buffer
     reaches ``BUFFER_LIMIT`` × N rows (or × :data:`BATCH_PAYLOAD_BYTES`). The recovery snapshot
-    is the in-flight batch plus the buffer, so an epoch never commits rows that are not stored
-    yet; after a crash they are written again (idempotent). Emits the rows the database refused.
+    is the in-flight batch plus the buffer (as :func:`~connectors.store_rows.pending_bytes`), so
+    an epoch never commits rows that are not stored yet; after a crash they are written again
+    (idempotent). Resumes from such bytes or from a pickled :class:`RowBatch` (the snapshots of
+    earlier versions). Emits the rows the database refused.
     """
 
     def __init__(
         self,
         submit: Callable[[RowBatch], Future[list[Rejected]]],
         settings: StoreSettings,
-        resume: RowBatch | None = None,
+        resume: bytes | RowBatch | None = None,
         now: Callable[[], datetime] = utc_now,
     ) -> None:
+        if isinstance(resume, bytes):
+            resume = pending_rows(resume)
         self._submit = submit
         self._max_rows = settings.batch_rows
         self._timeout = timedelta(milliseconds=settings.batch_ms)
@@ -680,13 +686,13 @@ class StoreBatcher(StatefulLogic[RowBatch, Rejected, RowBatch]):
         # meanwhile would wake the operator in a loop).
         return self._deadline if self._inflight is None else self._now() + WRITE_POLL
 
-    def snapshot(self) -> RowBatch:
+    def snapshot(self) -> bytes:
         snap = RowBatch()
         if self._inflight is not None:
             snap.extend(self._inflight[1])
         if self._buf is not None:
             snap.extend(self._buf)
-        return snap
+        return pending_bytes(snap)
 
     def _due(self) -> bool:
         if self._buf is None:

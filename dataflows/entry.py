@@ -7,6 +7,7 @@ the flow's metrics port, its ``dataflow.json`` in the stack's run directory).
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -15,8 +16,14 @@ from schemas.settings import Config, load_config
 
 
 def flow_entry(name: str) -> Config:
-    """Read the settings, log JSON lines at the configured level, and default the metrics API
-    of flow ``name`` (``ingest`` or ``decode``); the settings."""
+    """Read the settings, log JSON lines at the configured level, default the metrics API of
+    flow ``name`` (``ingest`` or ``decode``), and move what the imports built out of the garbage
+    collector's sight (:func:`gc.freeze`); the settings.
+
+    The modules, classes and functions of the imports live as long as the process: without the
+    freeze, every full collection walked all of them again (a fifth of decode's main thread at
+    5,000 msg/s, docs/PERFORMANCE-LOG.md).
+    """
     config = load_config()
     configure_logging(config.connections.log_level)
     port = config.ingest.metrics_port if name == "ingest" else config.decode.metrics_port
@@ -27,4 +34,5 @@ def flow_entry(name: str) -> Config:
         cache = Path(stack) / "run" / f"{name}-api"
         cache.mkdir(parents=True, exist_ok=True)
         os.environ["BYTEWAX_DATAFLOW_API_CACHE_PATH"] = str(cache)
+    gc.freeze()
     return config

@@ -58,7 +58,7 @@ ROUTE_COST_BYTES = 800
 """A route's estimated size besides its topic: the parsed topic, the tuples and the cache slot."""
 
 
-class Route(msgspec.Struct, frozen=True):
+class Route(msgspec.Struct, frozen=True, gc=False):
     """What decoding a topic's messages needs from the topic and the registry entry."""
 
     info: TopicInfo

@@ -127,7 +127,7 @@ def modbus_frame_ok(frame: bytes) -> bool:
     )
 
 
-class PointPlan(msgspec.Struct, frozen=True):
+class PointPlan(msgspec.Struct, frozen=True, gc=False):
     """A data point compiled for decoding: where its bytes are and how to turn them into a value.
 
     ``layout`` is the ``struct`` format of the value. ``order`` is None when ``unpack_from`` reads
@@ -148,7 +148,7 @@ class PointPlan(msgspec.Struct, frozen=True):
     is_float: bool
 
 
-class TemplatePlan(msgspec.Struct, frozen=True):
+class TemplatePlan(msgspec.Struct, frozen=True, gc=False):
     """A sensor template compiled for decoding: frame format plus its data points in order.
 
     When every point is valid, read in place with one byte-order prefix, and the points are in

@@ -14,7 +14,7 @@ from datetime import datetime
 import msgspec
 
 
-class RawMessage(msgspec.Struct, frozen=True):
+class RawMessage(msgspec.Struct, frozen=True, gc=False):
     """One device message: MQTT topic, payload bytes unchanged, and where it came from."""
 
     topic: str
@@ -27,7 +27,7 @@ class RawMessage(msgspec.Struct, frozen=True):
     source_offset: int = -1
 
 
-class DataPointDef(msgspec.Struct, frozen=True):
+class DataPointDef(msgspec.Struct, frozen=True, gc=False):
     """One data point of a device template (docs/PROTOCOL.md §3), with the display hints carried
     along."""
 
@@ -51,7 +51,7 @@ class DataPointDef(msgspec.Struct, frozen=True):
         return self.append.strip()
 
 
-class SensorEntry(msgspec.Struct, frozen=True):
+class SensorEntry(msgspec.Struct, frozen=True, gc=False):
     """The sensor device on one pin of a controller's connector, with its template."""
 
     sensor_id: int
@@ -61,7 +61,7 @@ class SensorEntry(msgspec.Struct, frozen=True):
     datapoints: tuple[DataPointDef, ...]
 
 
-class ControllerEntry(msgspec.Struct, frozen=True):
+class ControllerEntry(msgspec.Struct, frozen=True, gc=False):
     """A registered controller: its device id, clock zone, registry version and pin map.
 
     ``sensors`` is keyed ``"<connector number>:<pin position>"`` (e.g. ``"1:1"`` for J1 pin 1).

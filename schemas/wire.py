@@ -55,7 +55,7 @@ halved again on each further refusal, down to :data:`DEAD_LETTER_MIN_BYTES`."""
 DEAD_LETTER_MIN_BYTES = 1024
 
 
-class KafkaRecord(msgspec.Struct, frozen=True):
+class KafkaRecord(msgspec.Struct, frozen=True, gc=False):
     """One record to produce. ``partition`` None = by key (librdkafka's default partitioner)."""
 
     topic: str

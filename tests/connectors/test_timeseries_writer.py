@@ -14,6 +14,8 @@ from connectors.store_rows import (
     RowBatch,
     event_row,
     mark,
+    pending_bytes,
+    pending_rows,
     reading_row,
 )
 from connectors.timeseries_writer import (
@@ -110,7 +112,7 @@ def test_a_buffer_due_during_a_write_keeps_filling_and_goes_when_the_write_ends(
     writes.finish()
     logic.on_notify()
     assert writes.sizes == [4, 2]  # as soon as the first ended
-    assert len(logic.snapshot()) == 2
+    assert len(pending_rows(logic.snapshot())) == 2
 
 
 def test_the_flow_waits_for_the_write_in_flight_at_the_buffer_limit():
@@ -158,15 +160,48 @@ def test_snapshot_holds_the_write_in_flight_and_the_buffer():
     logic.on_item(rows(3))  # in flight
     logic.on_item(rows(1))  # buffered
     snap = logic.snapshot()
-    assert len(snap) == 4
+    assert len(pending_rows(snap)) == 4
     logic.on_item(rows(1))
-    assert len(snap) == 4  # a copy: later items do not leak into the snapshot
+    assert len(pending_rows(snap)) == 4  # a copy: later items do not leak into the snapshot
     resumed = StoreBatcher(writes, StoreSettings(), snap, clock)
     assert resumed.notify_at() == T0 + timedelta(milliseconds=StoreSettings().batch_ms)
     writes.finish()
     threading.Timer(0.05, writes.finish).start()
     resumed.on_eof()
     assert writes.sizes[-1] == 4
+
+
+def test_a_snapshot_keeps_every_row_and_each_message_once():
+    other = RawMessage(
+        "tele/f2-e4fd45f654be/alarm-mode/J2/input-3", b"\x00\xff", 7, 1, True, "raw", 2, 9
+    )
+    reading = Reading("e4fd45f654be", "J1", 1, "Temperature", -2.5, "°C", T0, 7, 1, 3)
+    events = [
+        Event("e4fd45f654be", "J2", "input-3", "state", value, T0, 4, 5)
+        for value in (True, 12.5, "open")
+    ]
+    batch = RowBatch(
+        readings=[
+            reading_row(reading, RAW),
+            reading_row(reading, RAW),
+            reading_row(reading, other),
+        ],
+        events=[event_row(event, other) for event in events],
+        entries=[ControllerEntry("e4fd45f654be", 4, version=5)],
+        marks=[mark(T0, RAW), mark(T0, other)],
+        payload_bytes=len(RAW.payload) + len(other.payload),
+    )
+    data = pending_bytes(batch)
+    assert pending_rows(data) == batch
+    assert data.count(b"alarm-mode") == 1  # the message once, not once per row
+
+
+def test_resumes_from_a_pickled_row_batch_of_an_earlier_version():
+    clock, writes = Clock(), Writes()
+    resumed = StoreBatcher(writes, StoreSettings(), rows(3), clock)
+    threading.Timer(0.05, writes.finish).start()
+    resumed.on_eof()
+    assert writes.sizes == [3]
 
 
 def test_refused_rows_are_emitted():
