@@ -56,6 +56,12 @@ from simulator.report import Tally
 
 log = logging.getLogger("f2.simulator")
 MAX_LAG_S = 1.0
+LOAD_PACE_S = 0.005
+"""Load mode's pacing step: a worker ahead of its schedule waits at least this long, then sends
+every message that fell due meanwhile in one write (each stamped with the time it is sent). At
+5,000 msg/s a wake-up per message cost the simulator ~97 µs and the broker ~42 µs per message;
+with 5 ms steps 36 and 31 (docs/PERFORMANCE-LOG.md). Without ``--rate`` (device mode) every
+message is sent when it is due."""
 SERVICE_EVERY = 32  # messages between network services when behind schedule (paho)
 FAST_SERVICE_EVERY = 512  # the same for the raw socket client: one write per ~64 KB
 PROGRESS_S = 1.0
@@ -176,7 +182,8 @@ def _publish_loop(
     """The paced publishing loop of one worker.
 
     Between two network services it sends the messages already due (at most ``every``, and at
-    most one per source) in one tight batch, all stamped with the batch's start
+    most one per source) in one tight batch; ahead of schedule in load mode, it first lets
+    :data:`LOAD_PACE_S` pass. The batch's messages are all stamped with its start
     (:class:`~simulator.messages.BatchClock`: one time formatted per clock zone, not per message).
     """
     if not sources:
@@ -198,8 +205,9 @@ def _publish_loop(
     period = 1.0 / worker_rate(config, len(sources))
     begin = time.monotonic()
     deadline = begin + config.duration if config.duration else float("inf")
-    base, k = begin, 0
+    base, k, send_at = begin, 0, begin
     every = FAST_SERVICE_EVERY if config.rate else SERVICE_EVERY
+    pace = LOAD_PACE_S if config.rate else 0.0
     last_progress, next_service = begin, 0
     wall_time = time.time
     while True:
@@ -208,13 +216,15 @@ def _publish_loop(
         if due > now or k >= next_service:
             if stop.is_set() or now >= deadline:
                 break
-            publisher.service(max(0.0, min(due - now, deadline - now, 0.2)))
+            if due > now and send_at <= now:  # ahead of schedule: the next send
+                send_at = max(due, now + pace)
+            publisher.service(max(0.0, min(send_at - now, deadline - now, 0.2)))
             _answer_commands(publisher, events)
             if now - last_progress >= PROGRESS_S:
                 out.put(("progress", index, publisher.tally.published))
                 last_progress = now
             next_service = k + every
-            if due > time.monotonic():
+            if send_at > time.monotonic():
                 continue
         if now - due > MAX_LAG_S:
             base = now - k * period

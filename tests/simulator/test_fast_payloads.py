@@ -1,6 +1,7 @@
 """Load mode's fast path (``emit``: cached payload parts, no Outgoing) builds exactly what the
 slow path (a dict through msgspec) builds, and every source's timestamps strictly increase."""
 
+import itertools
 import queue
 import threading
 import time
@@ -10,7 +11,7 @@ import msgspec
 from schemas.records import Event, Reading
 from simulator.events import EventMessage
 from simulator.fleet import generate_fleet, seed_fleet
-from simulator.load import RunConfig, _publish_loop
+from simulator.load import LOAD_PACE_S, RunConfig, _publish_loop
 from simulator.messages import (
     KINDS,
     BatchClock,
@@ -197,3 +198,29 @@ def test_the_publishing_loop_sends_at_most_one_message_per_source_and_batch():
         by_topic.setdefault(message.topic, []).append(_stamp(message.payload))
     for stamps in by_topic.values():
         assert stamps == sorted(set(stamps)), stamps[:10]
+
+
+def test_load_mode_sends_what_fell_due_in_pacing_steps_at_the_asked_rate():
+    fleet = seed_fleet()
+    sources = build_sources(fleet)
+    sent: list[Outgoing] = []
+    sends: list[int] = []  # messages sent between two network services
+
+    class Counting:
+        def publish(self, message: Outgoing) -> None:
+            sent.append(message)
+
+        def service(self, timeout_s: float = 0.0) -> None:
+            sends.append(len(sent))
+            time.sleep(timeout_s)
+
+        def take_commands(self) -> list:
+            return []
+
+    rate, duration = 5_000, 0.5
+    config = RunConfig(rate=rate, duration=duration)
+    stop, out = threading.Event(), queue.Queue()
+    _publish_loop(config, fleet, sources, {}, Counting(), 0, stop, out)  # type: ignore[arg-type]
+    assert 0.8 * rate * duration <= len(sent) <= 1.05 * rate * duration + 1
+    bursts = sum(1 for a, b in itertools.pairwise([*sends, len(sent)]) if b > a)
+    assert bursts <= 1.5 * duration / LOAD_PACE_S  # not one wake-up per message (2,500)
