@@ -119,6 +119,7 @@ class MqttSourceSettings(msgspec.Struct, frozen=True):
     receive_maximum: int = 20000
     batch_size: int = 2000
     batch_wait_ms: int = 25
+    read_wait_ms: int = 20
     keepalive_s: int = 30
     tls: bool = False
     ca_file: str = ""
@@ -141,6 +142,7 @@ def source_settings(settings: Settings, ingest: IngestSettings) -> MqttSourceSet
         receive_maximum=ingest.receive_maximum,
         batch_size=ingest.batch_size,
         batch_wait_ms=ingest.batch_wait_ms,
+        read_wait_ms=ingest.read_wait_ms,
         keepalive_s=ingest.keepalive_s,
         max_buffer_bytes=ingest.max_buffer_bytes,
         state_dir=ingest.state_dir,
@@ -223,9 +225,11 @@ class LeanClient(mqtt.Client):
     unless the publisher set some) in the chunk is decoded straight into
     ``on_publish_received(topic, payload, mid, retain)`` (:meth:`_packet_read`), and
     :meth:`loop_read` goes on until the chunk is used up, so one ``select`` and one ``recv``
-    serve many messages. Every other packet (CONNACK, SUBACK, QoS 0/2, properties, a topic that
-    is not UTF-8, a packet cut by the chunk's end) takes paho's own path, which reads from the
-    same buffer. It overrides paho's private ``_sock_recv``, ``_packet_read`` and
+    serve many messages; after a read that did not fill a chunk it first waits ``read_wait_s``
+    for more to arrive (each wake-up of a session's thread costs GIL hand-offs with the flow's
+    thread; docs/ARCHITECTURE.md D3). Every other packet (CONNACK, SUBACK, QoS 0/2, properties,
+    a topic that is not UTF-8, a packet cut by the chunk's end) takes paho's own path, which
+    reads from the same buffer. It overrides paho's private ``_sock_recv``, ``_packet_read`` and
     ``_handle_publish`` (paho is pinned; ``tests/connectors/test_mqtt_source.py`` checks both
     paths agree on real packets, split anywhere).
     """
@@ -235,14 +239,21 @@ class LeanClient(mqtt.Client):
     """Checked before each read of a connected session: while it returns True nothing more is
     read from the socket (the broker keeps the messages; TCP flow control holds the rest); what
     one chunk already brought in (≤ :data:`READ_CHUNK` bytes) is still handed over."""
+    read_wait_s: float = 0.0
+    """After a read that left the socket empty (less than a chunk), how long the next one waits
+    for more bytes to gather: fewer, fuller reads for up to this much latency."""
     _chunk: bytes = b""
     _chunk_pos: int = 0
+    _chunk_full: bool = False
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         paused = self.read_paused
-        if paused is not None and self._state == _ConnectionState.MQTT_CS_CONNECTED and paused():
+        connected = self._state == _ConnectionState.MQTT_CS_CONNECTED
+        if paused is not None and connected and paused():
             time.sleep(PAUSE_POLL_S)
             return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        if self.read_wait_s and connected and not self._chunk_full:
+            time.sleep(self.read_wait_s)
         rc = super().loop_read(max_packets)
         # select() cannot see bytes already in the chunk: use them up before it runs again.
         while rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and self._chunk_pos < len(self._chunk):
@@ -255,6 +266,7 @@ class LeanClient(mqtt.Client):
         chunk, pos = self._chunk, self._chunk_pos
         if pos >= len(chunk):
             chunk = super()._sock_recv(max(bufsize, READ_CHUNK))
+            self._chunk_full = len(chunk) >= READ_CHUNK
             if len(chunk) <= bufsize:  # EOF, or all of it wanted
                 self._chunk, self._chunk_pos = b"", 0
                 return chunk
@@ -347,6 +359,7 @@ def new_client(config: MqttSourceSettings, client_id: str, manual_ack: bool) -> 
     if config.tls:
         client.tls_set(ca_certs=config.ca_file or None, cert_reqs=ssl.CERT_REQUIRED)
     client.reconnect_delay_set(*RECONNECT_DELAY_S)
+    client.read_wait_s = config.read_wait_ms / 1000
     return client
 
 

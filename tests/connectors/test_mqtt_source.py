@@ -393,7 +393,8 @@ def test_lean_reader_in_the_network_loop_hands_over_everything_paused_or_not(
     packet larger than a chunk must not strand them)."""
     stream = b"".join(packets)
     piece = max(piece, len(stream) // 500)  # at most ~500 turns of the loop per example
-    lean = mqtt_source.new_client(MqttSourceSettings("h", 1, "", ""), "lean", manual_ack=True)
+    quick = MqttSourceSettings("h", 1, "", "", read_wait_ms=0)  # the waits: a test below
+    lean = mqtt_source.new_client(quick, "lean", manual_ack=True)
     stock = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, manual_ack=True)
     want = received_by_network_loop(stock, stream, piece, [])
     assert len(want) == len(packets)
@@ -417,6 +418,40 @@ def test_lean_reader_reads_many_packets_per_socket_read(monkeypatch: pytest.Monk
     lean = mqtt_source.new_client(MqttSourceSettings("h", 1, "", ""), "lean", manual_ack=True)
     assert len(received(lean, packet * 500, [], reads=1)) == 500  # one select() wake-up
     assert len(reads) == 1  # one recv() for all of them
+
+
+def test_a_session_lets_bytes_gather_after_a_short_read_not_after_a_full_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    naps: list[float] = []
+    monkeypatch.setattr(mqtt_source.time, "sleep", naps.append)
+    config = MqttSourceSettings("h", 1, "", "", read_wait_ms=30)
+    client = mqtt_source.new_client(config, "lean", manual_ack=True)
+    client._state = mqtt_source._ConnectionState.MQTT_CS_CONNECTED
+    got = handed_over(client)
+    small = fixed_header(0x32, publish_packet(b"tele/f2-ab/x", b"{}", 7, b"\0"))
+    aligned = fixed_header(0x32, publish_packet(b"tele/f2-ab/x", b"x" * 13, 7, b"\0"))
+    per_chunk = mqtt_source.READ_CHUNK // len(aligned)
+    assert per_chunk * len(aligned) == mqtt_source.READ_CHUNK  # packets end where a chunk does
+    with wired(client) as broker:
+        broker.sendall(small * 3)
+        client.loop_read()
+        assert naps == [0.03] and len(got) == 3  # woken by the first bytes: waited, then read
+        broker.sendall(aligned * (2 * per_chunk + 10))
+        counts = []
+        for _ in range(3):
+            client.loop_read()
+            counts.append(len(got) - 3 - sum(counts))
+        assert counts == [per_chunk, per_chunk, 10]  # a chunk per read, the rest last
+        assert naps == [0.03, 0.03]  # after a full chunk more was waiting: no wait
+        broker.sendall(small)
+        client.loop_read()
+        assert naps == [0.03, 0.03, 0.03]  # the last read was short again
+    idle = mqtt_source.new_client(config, "idle", manual_ack=True)
+    with wired(idle) as broker:
+        broker.sendall(small)
+        idle.loop_read()  # not connected yet (CONNACK and the like): no wait
+    assert naps == [0.03, 0.03, 0.03]
 
 
 def test_payload_bytes_are_held_until_their_epoch_completes_and_bound_reading(
