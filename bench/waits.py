@@ -42,7 +42,7 @@ RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # Decode's Kafka source: fetch (librdkafka's queue; it never blocks) and raw-record building.
     ("kafka: fetch raw records", ("_RawPartition.next_batch",)),
     ("decode: frames and events", ("DecodeStep.__call__",)),
-    ("decode: group records by key", ("_keyed_records",)),
+    ("decode: group records by sink partition", ("SinkChunks.__call__",)),
     ("store: batch rows", ("StoreBatcher",)),
     ("freshness tracker", ("FreshnessTracker", "process_tracker")),
     ("registry feed: listen", ("_FeedPartition",)),

@@ -44,6 +44,7 @@ import logging
 from collections import Counter as Tally
 from collections.abc import Callable, Mapping
 from operator import attrgetter
+from zlib import adler32
 
 import msgspec
 from bytewax.outputs import (
@@ -495,6 +496,17 @@ class _CheckedKafkaPart(StatefulSinkPartition[KafkaRecord | list[KafkaRecord], N
         self._delivery.close()
 
 
+PART_PREFIX = "kafka-"
+
+
+def part_key(record_key: bytes | None, parts: int) -> str:
+    """The item key that sends records with Kafka key ``record_key`` to the partition of
+    :class:`CheckedKafkaPartitionedSink` (with ``parts`` partitions) that keying them by
+    ``record_key`` itself would (``adler32``): records of many devices bound for one partition
+    can travel as one chunk, each device's records still on one partition."""
+    return f"{PART_PREFIX}{adler32(record_key or b'') % parts}"
+
+
 class CheckedKafkaPartitionedSink(FixedPartitionedSink[KafkaRecord | list[KafkaRecord], None]):
     """The checked sink as a stateful (partitioned) sink, for flows that run with recovery.
 
@@ -507,7 +519,8 @@ class CheckedKafkaPartitionedSink(FixedPartitionedSink[KafkaRecord | list[KafkaR
     far (retrying failures like the dynamic sink), so the commit of E implies E is in Kafka.
 
     Input: a keyed stream ``(key, KafkaRecord)`` or ``(key, [KafkaRecord, ...])`` (a chunk: one
-    Bytewax item for many records, much cheaper per record); key by the records' key (the MAC) so
+    Bytewax item for many records, much cheaper per record); key by the records' key (the MAC), or
+    by :func:`part_key` of it (then one chunk can carry every record bound for a partition), so
     one device's records stay in order on one partition, and partitions spread over workers.
     ``parts`` is the number of partitions (the flow passes ``F2_DECODE_KAFKA_PARTS``): at least
     the most workers the flow may run with. All partitions on one worker share one producer.
@@ -522,7 +535,14 @@ class CheckedKafkaPartitionedSink(FixedPartitionedSink[KafkaRecord | list[KafkaR
         self._deliveries: PerThread[_Delivery] = PerThread()
 
     def list_parts(self) -> list[str]:
-        return [f"kafka-{n}" for n in range(self._parts)]
+        return [f"{PART_PREFIX}{n}" for n in range(self._parts)]
+
+    def part_fn(self, item_key: str) -> int:
+        """A :func:`part_key` routes to its partition; any other key as Bytewax's default does
+        (``adler32``), which is the partition :func:`part_key` gives for that key."""
+        if item_key.startswith(PART_PREFIX):
+            return int(item_key[len(PART_PREFIX) :])
+        return adler32(item_key.encode())
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _CheckedKafkaPart:
         delivery = self._deliveries.get(

@@ -7,7 +7,8 @@
                                          │            │              │
                      store (StatefulLogic: batch N rows / T ms, COPY, ON CONFLICT DO NOTHING)
                                          │ refused rows → DLQ (stage=store)
-                                         └──── keyed by MAC ──────────┴─ CheckedKafkaPartitionedSink
+                                         └──── chunked by the MAC's sink part ┴─ CheckedKafka-
+                                                                    PartitionedSink
 
 Guarantees: rows in storage exactly once (recovery + idempotent write, see
 ``connectors.timeseries_writer``); Kafka outputs at least once, confirmed before the epoch's
@@ -43,7 +44,12 @@ from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from connectors.decode_step import ERRORS, DecodeOutput, DecodeStep, rejected_record
 from connectors.freshness import process_tracker
 from connectors.kafka_config import client_config
-from connectors.kafka_sink import CheckedKafkaPartitionedSink, CheckedKafkaSink, DeadLetters
+from connectors.kafka_sink import (
+    CheckedKafkaPartitionedSink,
+    CheckedKafkaSink,
+    DeadLetters,
+    part_key,
+)
 from connectors.kafka_source import RawKafkaSource
 from connectors.registry_feed import RegistryFeedSource
 from connectors.registry_store import RegistryStore, thread_store
@@ -61,7 +67,7 @@ Submit = Callable[[RowBatch], Future[list[Rejected]]]
 class DecodeConnectors:
     """What the decode flow reads from and writes to; :func:`connectors` builds the real ones.
 
-    ``kafka`` takes ``(key, [KafkaRecord, ...])`` items (one chunk per MAC and batch);
+    ``kafka`` takes ``(key, [KafkaRecord, ...])`` items (one chunk per sink part and batch);
     ``registry`` returns this worker thread's registry store, ``store`` its write submitter.
     """
 
@@ -154,10 +160,13 @@ def build_flow(
         by_shard,
         lambda resume: StoreBatcher(io.store(), config.store, resume),
     )
+    chunks = SinkChunks(config.decode.sink_parts)
     store_dlq = op.map(
-        "store_dlq", refused, lambda shard_rejected: _keyed(rejected_record(shard_rejected[1], dlq))
+        "store_dlq",
+        refused,
+        lambda shard_rejected: chunks.one(rejected_record(shard_rejected[1], dlq)),
     )
-    records = op.flat_map("kafka_records", out, _keyed_records)
+    records = op.flat_map("kafka_records", out, chunks)
     op.output("kafka", op.merge("kafka_out", records, store_dlq), io.kafka)
     return flow
 
@@ -166,25 +175,36 @@ def _rows_to_store(o: DecodeOutput) -> RowBatch | None:
     return o.rows if len(o.rows) or o.rows.entries else None
 
 
-def _keyed(record: KafkaRecord) -> tuple[str, list[KafkaRecord]]:
-    return (record.key.decode() if record.key else "", [record])
+class SinkChunks:
+    """The Kafka records of a batch as one item per partition of the Kafka sink.
 
-
-def _keyed_records(o: DecodeOutput) -> list[tuple[str, list[KafkaRecord]]]:
-    """The batch's decoded and DLQ records grouped by Kafka key (the MAC), keyed for the sink.
-
-    One item per key and batch instead of one per record: each item crossing a Bytewax step
-    costs far more than grouping it here.
+    Keyed by :func:`~connectors.kafka_sink.part_key` of each record's key (the MAC), in the
+    batch's order: each device's records stay in order on one partition. One item per partition
+    and batch instead of one per record (or per device: a batch of a large fleet has about one
+    record per device): each item crossing a Bytewax step costs far more than grouping it here.
     """
-    chunks: dict[bytes | None, list[KafkaRecord]] = {}
-    for part in (o.decoded, o.dlq):
-        for record in part:
-            chunk = chunks.get(record.key)
-            if chunk is None:
-                chunks[record.key] = [record]
-            else:
-                chunk.append(record)
-    return [(key.decode() if key else "", chunk) for key, chunk in chunks.items()]
+
+    def __init__(self, parts: int) -> None:
+        self._parts = parts
+
+    def one(self, record: KafkaRecord) -> tuple[str, list[KafkaRecord]]:
+        return (part_key(record.key, self._parts), [record])
+
+    def __call__(self, o: DecodeOutput) -> list[tuple[str, list[KafkaRecord]]]:
+        parts = self._parts
+        by_key: dict[bytes | None, str] = {}
+        chunks: dict[str, list[KafkaRecord]] = {}
+        for part in (o.decoded, o.dlq):
+            for record in part:
+                key = by_key.get(record.key)
+                if key is None:
+                    key = by_key[record.key] = part_key(record.key, parts)
+                chunk = chunks.get(key)
+                if chunk is None:
+                    chunks[key] = [record]
+                else:
+                    chunk.append(record)
+        return list(chunks.items())
 
 
 def __getattr__(name: str) -> Dataflow:

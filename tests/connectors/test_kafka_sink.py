@@ -18,6 +18,7 @@ from connectors.kafka_sink import (
     CheckedKafkaPartitionedSink,
     CheckedKafkaSink,
     DeadLetters,
+    part_key,
 )
 from schemas.settings import DecodeSettings, kafka_client_settings, load_section
 from schemas.wire import DEAD_LETTER_VALUE_BYTES, KafkaRecord
@@ -354,6 +355,14 @@ def test_partitioned_sink_spreads_keys_and_keeps_each_key_on_one_part() -> None:
     parts = [sink.part_fn(mac) % 4 for mac in macs]
     assert all(parts.count(p) > 40 for p in range(4))  # every part gets a share
     assert parts == [sink.part_fn(mac) % 4 for mac in macs]  # deterministic (not hash())
+
+
+def test_a_part_key_routes_like_the_record_key_itself() -> None:
+    sink = CheckedKafkaPartitionedSink({"bootstrap.servers": "x:1"}, parts=4)
+    for n in range(300):
+        mac = f"f2{n:010x}"
+        assert sink.part_fn(part_key(mac.encode(), 4)) % 4 == sink.part_fn(mac) % 4
+    assert part_key(None, 4) == part_key(b"", 4)
 
 
 def test_partitioned_sink_parts_default_to_the_recovery_partitions() -> None:

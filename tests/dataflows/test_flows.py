@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bytewax.testing import TestingSink, TestingSource, run_main
 
+from connectors.kafka_sink import part_key
 from connectors.registry_store import RegistryChange
 from connectors.store_rows import Rejected, RowBatch
 from dataflows import decode, ingest
@@ -134,8 +135,11 @@ def run_decode(
         store=lambda: database.submit,
         kafka=TestingSink(out),
     )
-    run_main(decode.build_flow(config(tmp_path), io))
+    settings = config(tmp_path)
+    run_main(decode.build_flow(settings, io))
     assert store.changes == [RegistryChange("*", 1)]
+    parts = settings.decode.sink_parts
+    assert all(key == part_key(r.key, parts) for key, chunk in out for r in chunk)
     return [record for _key, chunk in out for record in chunk]
 
 
@@ -155,6 +159,13 @@ def test_decode_flow_stores_every_row_once_and_dead_letters_every_fault(tmp_path
     assert {h["stage"] for h in dead} == {b"decode"}
     keys = {(r.raw.topic, r.label, r.time) for r in database.readings}
     assert len(keys) == len(database.readings)  # nothing stored twice
+    for mac in {r.key for r in records}:  # each device's records in the order of its messages
+        times = [
+            json.loads(r.value)["time"]
+            for r in records
+            if r.key == mac and r.topic == "decoded_iot_data"
+        ]
+        assert times == sorted(times)
 
 
 def test_decode_flow_dead_letters_a_refused_row_and_stores_the_rest(tmp_path) -> None:
