@@ -97,6 +97,8 @@ KNEE_RESOLUTION = 500
 """Refinement between the last rate within the bound and the first beyond stops at this gap."""
 REPEATS = 3
 """The final (highest within-bound) rate is run this many more times; its median p99 decides."""
+FALLBACK_LEVELS = 2
+"""How many rates below an unconfirmed knee are repeated in turn (one ``KNEE_RESOLUTION`` apart)."""
 CPU_RATE, QUICK_CPU_RATE = 5000, 2000
 """The fixed offered rate of the CPU-per-message steps (×1 and ×2 processes)."""
 STALL_S = 30.0
@@ -485,6 +487,7 @@ def ramp(
     fresh_broker: bool = True,
     repeats: int = REPEATS,
     profile_dir: Path | None = None,
+    fallback_levels: int = FALLBACK_LEVELS,
 ) -> dict:
     """The latency-bounded ramp of one configuration.
 
@@ -495,7 +498,10 @@ def ramp(
        down to ``KNEE_RESOLUTION``.
     3. The highest rate within the bound is run ``repeats`` more times: the headline
        (``latency_bounded_msgs_per_s``) is that rate if the median p99 of the repeats is within
-       the bound and none lost a row, else the highest lower rate within the bound.
+       the bound and none lost a row. If not, ``KNEE_RESOLUTION`` lower is repeated the same
+       way (at most ``fallback_levels`` times, and not down to a rate a step already measured
+       within the bound); the headline is the rate so confirmed, else the highest lower rate
+       within the bound. Repeats stop early once they cannot confirm their rate.
     4. With ``profile_dir``: one more step at that rate with a wait profile (reported apart).
     """
     runner = Ramp(pipeline, duration, fresh_broker)
@@ -516,8 +522,16 @@ def ramp(
                 runner.run(mid, "refine")
         knee, _ = _bracket(runner.steps)
         repeated: list[dict[str, Any]] = []
-        if knee is not None:
-            repeated = [runner.run(knee, "repeat") for _ in range(repeats)]
+        knees: list[float] = []
+        while knee is not None:
+            knees.append(knee)
+            repeated = _repeat(runner, knee, repeats)
+            if _confirmed(repeated) or len(knees) > fallback_levels:
+                break
+            lower = knee - KNEE_RESOLUTION
+            if lower <= _highest_within(runner.steps, below=knee):
+                break  # the next rate down was measured within the bound already
+            knee = lower
         if knee is not None and profile_dir is not None:
             runner.run(knee, "profile", workdir=profile_dir, seconds=max(5.0, duration - 5))
     finally:
@@ -531,9 +545,45 @@ def ramp(
         "decode_processes": pipeline.decode.processes,
         "latency_bound_ms": LATENCY_BOUND_MS,
         **latency_bounded(measured, knee, repeated),
+        "knees_repeated": knees,
         "max_sustained_msgs_per_s": max(sustained, default=0),
         "steps": steps,
     }
+
+
+def _repeat(runner: Ramp, rate: float, repeats: int) -> list[dict[str, Any]]:
+    """Up to ``repeats`` runs of ``rate``; stops once they cannot confirm it (a row lost, or
+    more than half beyond the bound)."""
+    done: list[dict[str, Any]] = []
+    for _ in range(repeats):
+        done.append(runner.run(rate, "repeat"))
+        beyond = sum(1 for s in done if not s["within_latency_bound"])
+        if any(s["missing_rows"] for s in done) or beyond > repeats // 2:
+            break
+    return done
+
+
+def _confirmed(repeated: list[dict[str, Any]]) -> bool:
+    """Whether ``repeated`` runs of one rate confirm it (what :func:`latency_bounded` asks)."""
+    return (
+        bool(repeated)
+        and latency_bounded([], repeated[0]["offered_msgs_per_s"], repeated)["knee_confirmed"]
+    )
+
+
+def _highest_within(steps: list[dict[str, Any]], below: float) -> float:
+    """The highest rate below ``below`` that a coarse or refining step measured within the
+    bound (0 if none)."""
+    return max(
+        (
+            s["offered_msgs_per_s"]
+            for s in steps
+            if s["role"] != "repeat"
+            and s["within_latency_bound"]
+            and s["offered_msgs_per_s"] < below
+        ),
+        default=0.0,
+    )
 
 
 def _bracket(steps: list[dict[str, Any]]) -> tuple[float | None, float | None]:
@@ -761,6 +811,7 @@ def run(quick: bool, workdir: Path, fresh_broker: bool = True) -> dict[str, Any]
             fresh_broker=fresh_broker,
             repeats=1 if quick else REPEATS,
             profile_dir=workdir,
+            fallback_levels=0 if quick else FALLBACK_LEVELS,
         )
     ]
     cpu = cpu_per_message(config, root, workdir, QUICK_CPU_RATE if quick else CPU_RATE, duration)

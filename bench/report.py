@@ -147,6 +147,7 @@ def e2e_section(raw: dict | None) -> dict[str, Any]:
         "knee_repeats_p99_ms": main.get("knee_repeats_p99_ms"),
         "knee_repeats_median_p99_ms": main.get("knee_repeats_median_p99_ms"),
         "knee_confirmed": main.get("knee_confirmed"),
+        "knees_repeated": main.get("knees_repeated"),
         "wait_profile": (profiled or {}).get("wait_profile"),
         "wait_profile_at_msgs_per_s": _num((profiled or {}).get("offered_msgs_per_s")),
         "max_sustained_msgs_per_s": _num(main.get("max_sustained_msgs_per_s")),
@@ -446,6 +447,13 @@ def _missing_cell(step: dict) -> str:
     return f"{missing} ({_fmt(step['missing_after_restart'])} after decode restarted)"
 
 
+def _knees_before(knees: list[float]) -> str:
+    """The rates repeated and not confirmed before the last one, as a clause (or nothing)."""
+    if len(knees) < 2:
+        return ""
+    return "; repeated before it and not confirmed: " + ", ".join(_fmt(k) for k in knees[:-1])
+
+
 def _fmt(value: Any, unit: str = "") -> str:
     if value is None:
         return "—"
@@ -672,7 +680,9 @@ def render_markdown(results: dict[str, Any], plots: list[Path]) -> str:
         f"{_fmt(e.get('knee_msgs_per_s'))} msg/s run "
         f"{len(e.get('knee_repeats_p99_ms') or [])} more times, p99 {repeats} ms "
         f"(median {_fmt(e.get('knee_repeats_median_p99_ms'))} ms; "
-        f"{'confirmed' if e.get('knee_confirmed') else 'not confirmed: the next lower rate'}).",
+        f"{'confirmed' if e.get('knee_confirmed') else 'not confirmed: the next lower rate'})"
+        + _knees_before(e.get("knees_repeated") or [])
+        + ".",
         "",
         f"Maximum sustained (secondary): **{_fmt(e['max_sustained_msgs_per_s'])} msg/s** "
         f"({e['config']}); "

@@ -347,3 +347,40 @@ def test_memory_bounds_are_targets_when_the_memory_benchmark_ran():
     assert not build_results({**parts(), "memory": memory}, META)["targets"][
         "decode_rss_under_flood"
     ]["met"]
+
+
+class NoisyPipeline(FakePipeline):
+    """Within the bound below ``bound``, and at ``lucky`` the first time only."""
+
+    def __init__(self, limit: float, bound: float, lucky: float) -> None:
+        super().__init__(limit, bound)
+        self.lucky = lucky
+
+    def step(self, rate: float, duration: float, register: bool = False) -> dict:
+        out = super().step(rate, duration, register)
+        if rate == self.lucky:
+            self.lucky = -1.0
+            out.update(within_latency_bound=True, p99_ms=900.0)
+        return out
+
+
+def test_an_unconfirmed_knee_is_followed_by_repeats_of_the_rates_just_below_it():
+    pipeline = NoisyPipeline(limit=20000, bound=9600, lucky=10000)
+    rates = (2000, 5000, 7500, 10000, 12500)
+    result = e2e.ramp(pipeline, rates, 30.0, refine=True)  # type: ignore[arg-type]
+    # 12,500 twice, 11,000 and 10,500 refine; 10,000 fails twice (a third cannot confirm it)
+    assert pipeline.rates()[-7:] == [11000, 10500, 10000, 10000, 9500, 9500, 9500]
+    assert result["knees_repeated"] == [10000, 9500]
+    assert result["latency_bounded_msgs_per_s"] == 9500 and result["knee_confirmed"]
+    worse = NoisyPipeline(limit=20000, bound=7000, lucky=10000)
+    result = e2e.ramp(worse, rates, 30.0, refine=True)  # type: ignore[arg-type]
+    assert result["knees_repeated"] == [10000, 9500, 9000]  # FALLBACK_LEVELS below, no more
+    assert result["latency_bounded_msgs_per_s"] == 5000 and not result["knee_confirmed"]
+
+
+def test_the_report_names_the_knees_repeated_before_the_headline():
+    repeated = parts()
+    repeated["e2e"]["ramps"][0]["knees_repeated"] = [10000, 9500]
+    results = build_results(repeated, META)
+    assert results["e2e"]["knees_repeated"] == [10000, 9500]
+    assert "repeated before it and not confirmed: 10" in render_markdown(results, [])
