@@ -247,25 +247,31 @@ class LeanClient(mqtt.Client):
     _chunk_full: bool = False
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
-        paused = self.read_paused
         connected = self._state == _ConnectionState.MQTT_CS_CONNECTED
-        if paused is not None and connected and paused():
-            time.sleep(PAUSE_POLL_S)
-            return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
         if self.read_wait_s and connected and not self._chunk_full:
             time.sleep(self.read_wait_s)
+        if self._paused():
+            time.sleep(PAUSE_POLL_S)
+            return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
         rc = super().loop_read(max_packets)
         # select() cannot see bytes already in the chunk: use them up before it runs again.
         while rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and self._chunk_pos < len(self._chunk):
             rc = super().loop_read(1)
         return rc
 
+    def _paused(self) -> bool:
+        paused = self.read_paused
+        return paused is not None and self._state == _ConnectionState.MQTT_CS_CONNECTED and paused()
+
     def _sock_recv(self, bufsize: int) -> bytes:
         """Up to ``bufsize`` bytes from the current chunk; an empty chunk is refilled by one
-        ``recv`` of up to :data:`READ_CHUNK` bytes (paho's exceptions and EOF unchanged)."""
+        ``recv`` of up to :data:`READ_CHUNK` bytes (paho's exceptions and EOF unchanged). While
+        reading is paused, only the ``bufsize`` bytes paho asks for are read: the rest of a
+        packet the chunk's end cut, never another chunk (which could end in a cut packet in
+        turn, and so on while the socket has bytes)."""
         chunk, pos = self._chunk, self._chunk_pos
         if pos >= len(chunk):
-            chunk = super()._sock_recv(max(bufsize, READ_CHUNK))
+            chunk = super()._sock_recv(bufsize if self._paused() else max(bufsize, READ_CHUNK))
             self._chunk_full = len(chunk) >= READ_CHUNK
             if len(chunk) <= bufsize:  # EOF, or all of it wanted
                 self._chunk, self._chunk_pos = b"", 0

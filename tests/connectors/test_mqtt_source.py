@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -452,6 +454,30 @@ def test_a_session_lets_bytes_gather_after_a_short_read_not_after_a_full_chunk(
         broker.sendall(small)
         idle.loop_read()  # not connected yet (CONNACK and the like): no wait
     assert naps == [0.03, 0.03, 0.03]
+
+
+def test_a_pause_stops_reading_at_the_packet_a_chunk_cut() -> None:
+    """A chunk that ends inside a packet makes paho read the rest; that read must not bring in
+    another whole chunk once reading is paused (which could end inside a packet again, and so
+    on while the socket has bytes: the flood of 2026-12-07 went 4.6 MB past the budget)."""
+    config = MqttSourceSettings("h", 1, "", "", read_wait_ms=0)
+    client = mqtt_source.new_client(config, "lean", manual_ack=True)
+    client._state = mqtt_source._ConnectionState.MQTT_CS_CONNECTED
+    got = handed_over(client)
+    client.read_paused = lambda: len(got) > 0  # over budget once anything was received
+    packet = fixed_header(0x32, publish_packet(b"tele/f2-ab/x", b"p" * 400, 7, b"\0"))
+    assert mqtt_source.READ_CHUNK % len(packet)  # chunks end inside packets
+    stream = packet * (3 * mqtt_source.READ_CHUNK // len(packet))
+    with wired(client) as broker:
+        sender = threading.Thread(target=broker.sendall, args=(stream,))
+        sender.start()
+        time.sleep(0.2)  # the socket fills up (more than a chunk)
+        client.loop_read()
+        assert 0 < len(got) <= mqtt_source.READ_CHUNK // len(packet) + 1  # one chunk, no more
+        client.read_paused = lambda: False
+        while len(got) < stream.count(b"tele/"):
+            client.loop_read()
+        sender.join()
 
 
 def test_payload_bytes_are_held_until_their_epoch_completes_and_bound_reading(
