@@ -660,7 +660,10 @@ class Phase:
                 steady_for = (now - self.t0 - self.steady[0]) if self.steady else -1.0
                 if not stopping and now - first_message >= least_s:
                     if steady_for >= bench.plan.steady_s:
-                        sim.terminate()  # a clean stop: the report counts what was acked
+                        # A clean stop: the report counts what was acked. Not terminate():
+                        # it polls first, which reaps a simulator that just ended, and then
+                        # os.wait4 has no child left to measure (ECHILD).
+                        os.kill(sim.pid, signal.SIGTERM)
                         stopping = True
             usage = _reaped(sim)
             if usage is None:

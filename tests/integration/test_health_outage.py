@@ -68,12 +68,16 @@ def health(stack: IsolatedStack) -> tuple[int, dict]:
         return 0, {"status": "unreachable", "components": {}}
 
 
-def wait_status(stack: IsolatedStack, status: str, timeout_s: float = 90) -> dict:
+def wait_status(
+    stack: IsolatedStack, status: str, timeout_s: float = 90, ingest_says: str = ""
+) -> dict:
+    """The first health report with ``status`` (and ``ingest_says`` in ingest's detail)."""
     seen: list[dict] = []
 
     def check() -> bool:
         seen[:] = [health(stack)[1]]
-        return seen[0]["status"] == status
+        detail = seen[0].get("components", {}).get("ingest", {}).get("detail") or ""
+        return seen[0]["status"] == status and ingest_says in detail
 
     assert wait_until(check, timeout_s, interval_s=1), f"never {status}: {seen}"
     return seen[0]
@@ -144,7 +148,8 @@ def test_a_deleted_ingest_session_is_an_alarm(isolated):
     assert wait_until(client.is_connected, 10, 0.1)
     client.disconnect()
     client.loop_stop()
-    report = wait_status(isolated, "degraded", timeout_s=60)
+    # Degraded at first for s0 being disconnected (the takeover), then for its lost session.
+    report = wait_status(isolated, "degraded", timeout_s=60, ingest_says="lost")
     ingest = report["components"]["ingest"]
     assert ingest["status"] == "degraded" and "s0" in ingest["detail"]
     assert "lost" in ingest["detail"]
