@@ -324,7 +324,12 @@ def run_fleet(
                 worker.start()
             return _collect(config, results, stop, say)
         finally:
-            stop.set()
+            # A stop signal arriving inside set() would run its handler on the event's lock.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                stop.set()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             for worker in workers:
                 worker.join(config.drain_s + 5)
 
@@ -385,10 +390,25 @@ def stop_on_signals_until_exit() -> _Event:
     action for the last few instructions."""
     event = threading.Event()
     if threading.current_thread() is threading.main_thread():
+        handler = _requester(event)
         for sig in STOP_SIGNALS:
-            signal.signal(sig, lambda _sig, _frame: event.set())
+            signal.signal(sig, handler)
         atexit.register(_ignore_stop_signals)
     return event
+
+
+def _requester(event: _Event) -> Callable[[int, Any], None]:
+    """A signal handler that sets ``event`` once. Python runs a handler between two bytecodes
+    of the main thread, also inside an earlier handler or inside ``event.set()``, whose lock is
+    not reentrant (a multiprocessing event's): a second signal must not reach it again."""
+    fired = [False]
+
+    def request(_sig: int, _frame: Any) -> None:
+        if not fired[0]:
+            fired[0] = True
+            event.set()
+
+    return request
 
 
 def _ignore_stop_signals() -> None:
@@ -406,7 +426,8 @@ def stop_on_signals(stop: _Event | None = None) -> Iterator[_Event]:
     if threading.current_thread() is not threading.main_thread():
         yield event
         return
-    previous = {sig: signal.signal(sig, lambda _sig, _frame: event.set()) for sig in STOP_SIGNALS}
+    handler = _requester(event)
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield event
     finally:

@@ -43,3 +43,25 @@ def test_an_event_given_is_the_one_set() -> None:
         assert stop is mine
         _deliver(signal.SIGINT)
     assert mine.is_set()
+
+
+def test_a_signal_arriving_while_the_event_is_being_set_does_not_set_it_again() -> None:
+    """A multiprocessing event's lock is not reentrant: a second signal handled inside
+    ``set()`` (Python runs handlers between any two bytecodes) recursed into it until the
+    simulator died (CI, 2026-12-07)."""
+
+    class Setting:
+        calls = 0
+
+        def set(self) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                _deliver(signal.SIGTERM)  # the next signal lands inside this set()
+
+        def is_set(self) -> bool:
+            return self.calls > 0
+
+    event = Setting()
+    with stop_on_signals(event):  # type: ignore[arg-type]
+        _deliver(signal.SIGTERM)
+    assert event.calls == 1
