@@ -96,7 +96,8 @@ READ_CHUNK = 65536
 """Bytes one socket read of :class:`LeanClient` asks for."""
 CHECK_SHARE = 64
 """A session sums the process's held bytes after receiving each 1/64 of the budget (so the
-process may pass its limit by at most sessions × budget/64 plus one message per session)."""
+process may pass its limit by about sessions × (budget/64 + a read chunk + a packet):
+docs/ARCHITECTURE.md D8)."""
 BATCH_SHARE = 8
 """A source batch stops once it holds ``F2_INGEST_MAX_BUFFER_BYTES / BATCH_SHARE`` of payloads:
 the Kafka producer and the retries copy a batch, so a batch is kept to a share of the budget."""
