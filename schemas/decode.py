@@ -77,6 +77,10 @@ _ROUTES: ByteBoundedCache[str, tuple[ControllerEntry | None, Route | DecodeError
 )
 
 
+BUG_PREFIX = "unexpected "
+"""How the detail of an exception caught by :func:`decode_message` (a bug) begins."""
+
+
 def decode_message(
     raw: RawMessage,
     entry: ControllerEntry | None,
@@ -104,7 +108,7 @@ def decode_message(
             return _decode_sensor(raw.payload, route, now, limits, received_s)
         return _decode_event(raw.payload, route, now, limits, received_s)
     except Exception as exc:  # a bug must not stop the pipeline: report it as a value
-        return [DecodeError(BAD_PAYLOAD, f"unexpected {type(exc).__name__}: {exc}"[:300])]
+        return [DecodeError(BAD_PAYLOAD, f"{BUG_PREFIX}{type(exc).__name__}: {exc}"[:300])]
 
 
 def topic_too_long(topic: str, limits: InputLimits) -> DecodeError | None:

@@ -6,9 +6,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from schemas.decode import decode_message
+from schemas.decode import BUG_PREFIX, decode_message
 from schemas.encode import frame_hex
-from schemas.records import ControllerEntry, DataPointDef, Decoded, RawMessage, SensorEntry
+from schemas.records import (
+    ControllerEntry,
+    DataPointDef,
+    Decoded,
+    DecodeError,
+    RawMessage,
+    SensorEntry,
+)
 
 NOW = datetime(2024, 6, 1, 12, tzinfo=UTC)
 STAMP = "2024-06-01 10:00:00.250000"
@@ -68,3 +75,12 @@ def event_message(path: str, body: dict, stamp: object = STAMP) -> RawMessage:
 def decode(raw: RawMessage, entry: ControllerEntry | None) -> list[Decoded]:
     """:func:`decode_message` at the tests' fixed clock."""
     return decode_message(raw, entry, NOW)
+
+
+def caught_bug(item: Decoded) -> bool:
+    """Whether ``decode_message``'s catch-all turned an exception (a bug) into this error.
+
+    Checks the catch-all's prefix, not a word anywhere in the detail: a legitimate detail may
+    quote Python's own message (bad UTF-8 says "unexpected end of data").
+    """
+    return isinstance(item, DecodeError) and item.detail.startswith(BUG_PREFIX)
