@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 E2E_RATE_TARGET = 5000
@@ -213,6 +214,40 @@ def cpu_per_message_section(raw: dict | None, cpus: int) -> dict[str, Any]:
         "us_per_msg_x2": two,
         "all_processes_us_per_msg": round(total, 1) if total else None,
         "bound_msgs_per_s": round(cpus * 1e6 / total) if total else None,
+    }
+
+
+def knee_cpu_section(e2e: dict[str, Any], cpus: int) -> dict[str, Any]:
+    """CPU µs per published message of every process at the latency-bounded rate (each
+    process's median over that rate's steps of the headline's configuration, the profiled step
+    left out) and the bound it implies. Per-message costs fall as the rate rises (each process's
+    fixed wake-ups spread over more messages), so this bound tells how full the box is at the
+    headline, where the fixed-rate figure (:func:`cpu_per_message_section`) compares code."""
+    rate = e2e.get("latency_bounded_msgs_per_s")
+    steps = [
+        s["cpu_us_per_msg"]
+        for s in e2e.get("steps") or []
+        if rate
+        and s.get("config") == e2e.get("config")
+        and s.get("offered_msgs_per_s") == rate
+        and s.get("role") != "profile"  # sampling costs CPU
+        and s.get("cpu_us_per_msg")
+    ]
+    if not steps:
+        return {
+            "at_knee_msgs_per_s": None,
+            "at_knee_us_per_msg": {},
+            "at_knee_all_processes_us_per_msg": None,
+            "at_knee_bound_msgs_per_s": None,
+        }
+    roles = sorted({role for step in steps for role in step})
+    per_role = {role: median([step[role] for step in steps if role in step]) for role in roles}
+    total = sum(value for role, value in per_role.items() if role != "bench")
+    return {
+        "at_knee_msgs_per_s": rate,
+        "at_knee_us_per_msg": {role: round(value, 1) for role, value in per_role.items()},
+        "at_knee_all_processes_us_per_msg": round(total, 1) if total else None,
+        "at_knee_bound_msgs_per_s": round(cpus * 1e6 / total) if total else None,
     }
 
 
@@ -421,8 +456,11 @@ def build_results(parts: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]
         "memory": memory_section(ok.get("memory")),
         "peer": peer_section(ok.get("peer"), "peer" in parts),
     }
-    results["cpu"] = cpu_section(results["e2e"]) | cpu_per_message_section(
-        _get(ok, "e2e", "cpu_per_message"), int(meta.get("machine", {}).get("cpus") or 2)
+    cpus = int(meta.get("machine", {}).get("cpus") or 2)
+    results["cpu"] = (
+        cpu_section(results["e2e"])
+        | cpu_per_message_section(_get(ok, "e2e", "cpu_per_message"), cpus)
+        | knee_cpu_section(results["e2e"], cpus)
     )
     results["scaling"] = scaling_section(results["ingest"], ok.get("e2e"), scaling)
     results["targets"] = targets(results)
@@ -530,6 +568,17 @@ def cpu_per_message_lines(c: dict[str, Any]) -> list[str]:
         f"per message, so this box's cores bound end to end near "
         f"**{_fmt(c.get('bound_msgs_per_s'))} msg/s** at this mix.",
     ]
+    if c.get("at_knee_bound_msgs_per_s"):
+        lines += [
+            "",
+            f"At the latency-bounded rate ({_fmt(c.get('at_knee_msgs_per_s'))} msg/s, median of "
+            f"its steps) the same processes used "
+            f"{_fmt(c.get('at_knee_all_processes_us_per_msg'))} µs per message (ingest "
+            f"{_fmt(c['at_knee_us_per_msg'].get('ingest'))}, decode "
+            f"{_fmt(c['at_knee_us_per_msg'].get('decode'))}): each process's fixed wake-ups "
+            f"spread over more messages, so the cores bound end to end near "
+            f"**{_fmt(c.get('at_knee_bound_msgs_per_s'))} msg/s** there.",
+        ]
     return lines
 
 

@@ -384,3 +384,34 @@ def test_the_report_names_the_knees_repeated_before_the_headline():
     results = build_results(repeated, META)
     assert results["e2e"]["knees_repeated"] == [10000, 9500]
     assert "repeated before it and not confirmed: 10" in render_markdown(results, [])
+
+
+def test_the_bound_at_the_knee_takes_each_process_median_over_the_knee_rate_steps():
+    raw = parts()
+    steps = raw["e2e"]["ramps"][0]["steps"]
+    costs = [
+        {"ingest": 20.0, "decode": 40.0, "kafka": 20.0, "bench": 9.0},
+        {"ingest": 24.0, "decode": 50.0, "kafka": 30.0, "bench": 9.0},
+        {"ingest": 22.0, "decode": 44.0, "kafka": 10.0, "bench": 9.0},
+    ]
+    steps[0]["cpu_us_per_msg"] = {"ingest": 99.0, "decode": 99.0}  # another rate: not counted
+    steps[1:] = [step(5000, True, 900.0) | {"cpu_us_per_msg": c} for c in costs]
+    profiled = {"ingest": 90.0, "decode": 90.0, "kafka": 90.0, "bench": 9.0}
+    steps.append(step(5000, True, 900.0) | {"role": "profile", "cpu_us_per_msg": profiled})
+    cpu = build_results(raw, META)["cpu"]
+    assert cpu["at_knee_msgs_per_s"] == 5000
+    assert cpu["at_knee_us_per_msg"] == {
+        "bench": 9.0,
+        "decode": 44.0,
+        "ingest": 22.0,
+        "kafka": 20.0,
+    }
+    assert cpu["at_knee_all_processes_us_per_msg"] == 86.0  # the benchmark's own left out
+    assert cpu["at_knee_bound_msgs_per_s"] == round(2 * 1e6 / 86.0)
+    assert "near **23,256 msg/s** there" in render_markdown(build_results(raw, META), [])
+
+
+def test_without_cpu_figures_at_the_knee_the_report_states_no_bound_there():
+    results = build_results(parts(), META)
+    assert results["cpu"]["at_knee_bound_msgs_per_s"] is None
+    assert "At the latency-bounded rate" not in render_markdown(results, [])
