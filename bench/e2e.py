@@ -97,8 +97,9 @@ KNEE_RESOLUTION = 500
 """Refinement between the last rate within the bound and the first beyond stops at this gap."""
 REPEATS = 3
 """The final (highest within-bound) rate is run this many more times; its median p99 decides."""
-FALLBACK_LEVELS = 2
-"""How many rates below an unconfirmed knee are repeated in turn (one ``KNEE_RESOLUTION`` apart)."""
+FALLBACK_LEVELS = 3
+"""How many rates below an unconfirmed knee are repeated in turn (one ``KNEE_RESOLUTION`` apart),
+also a rate a ramp step passed once: a single pass near the knee is what the repeats doubt."""
 CPU_RATE, QUICK_CPU_RATE = 5000, 2000
 """The fixed offered rate of the CPU-per-message steps (×1 and ×2 processes)."""
 STALL_S = 30.0
@@ -499,9 +500,9 @@ def ramp(
     3. The highest rate within the bound is run ``repeats`` more times: the headline
        (``latency_bounded_msgs_per_s``) is that rate if the median p99 of the repeats is within
        the bound and none lost a row. If not, ``KNEE_RESOLUTION`` lower is repeated the same
-       way (at most ``fallback_levels`` times, and not down to a rate a step already measured
-       within the bound); the headline is the rate so confirmed, else the highest lower rate
-       within the bound. Repeats stop early once they cannot confirm their rate.
+       way (at most ``fallback_levels`` times); the headline is the rate so confirmed, else the
+       highest lower rate within the bound (``knee_confirmed`` false). Repeats stop early once
+       they cannot confirm their rate.
     4. With ``profile_dir``: one more step at that rate with a wait profile (reported apart).
     """
     runner = Ramp(pipeline, duration, fresh_broker)
@@ -526,12 +527,9 @@ def ramp(
         while knee is not None:
             knees.append(knee)
             repeated = _repeat(runner, knee, repeats)
-            if _confirmed(repeated) or len(knees) > fallback_levels:
+            if _confirmed(repeated) or len(knees) > fallback_levels or knee <= KNEE_RESOLUTION:
                 break
-            lower = knee - KNEE_RESOLUTION
-            if lower <= _highest_within(runner.steps, below=knee):
-                break  # the next rate down was measured within the bound already
-            knee = lower
+            knee -= KNEE_RESOLUTION
         if knee is not None and profile_dir is not None:
             runner.run(knee, "profile", workdir=profile_dir, seconds=max(5.0, duration - 5))
     finally:
@@ -568,21 +566,6 @@ def _confirmed(repeated: list[dict[str, Any]]) -> bool:
     return (
         bool(repeated)
         and latency_bounded([], repeated[0]["offered_msgs_per_s"], repeated)["knee_confirmed"]
-    )
-
-
-def _highest_within(steps: list[dict[str, Any]], below: float) -> float:
-    """The highest rate below ``below`` that a coarse or refining step measured within the
-    bound (0 if none)."""
-    return max(
-        (
-            s["offered_msgs_per_s"]
-            for s in steps
-            if s["role"] != "repeat"
-            and s["within_latency_bound"]
-            and s["offered_msgs_per_s"] < below
-        ),
-        default=0.0,
     )
 
 

@@ -350,32 +350,42 @@ def test_memory_bounds_are_targets_when_the_memory_benchmark_ran():
 
 
 class NoisyPipeline(FakePipeline):
-    """Within the bound below ``bound``, and at ``lucky`` the first time only."""
+    """Within the bound below ``bound``, and at each ``lucky`` rate the first time only."""
 
-    def __init__(self, limit: float, bound: float, lucky: float) -> None:
+    def __init__(self, limit: float, bound: float, *lucky: float) -> None:
         super().__init__(limit, bound)
-        self.lucky = lucky
+        self.lucky = set(lucky)
 
     def step(self, rate: float, duration: float, register: bool = False) -> dict:
         out = super().step(rate, duration, register)
-        if rate == self.lucky:
-            self.lucky = -1.0
+        if rate in self.lucky:
+            self.lucky.discard(rate)
             out.update(within_latency_bound=True, p99_ms=900.0)
         return out
 
 
 def test_an_unconfirmed_knee_is_followed_by_repeats_of_the_rates_just_below_it():
-    pipeline = NoisyPipeline(limit=20000, bound=9600, lucky=10000)
+    pipeline = NoisyPipeline(20000, 9600, 10000)
     rates = (2000, 5000, 7500, 10000, 12500)
     result = e2e.ramp(pipeline, rates, 30.0, refine=True)  # type: ignore[arg-type]
     # 12,500 twice, 11,000 and 10,500 refine; 10,000 fails twice (a third cannot confirm it)
     assert pipeline.rates()[-7:] == [11000, 10500, 10000, 10000, 9500, 9500, 9500]
     assert result["knees_repeated"] == [10000, 9500]
     assert result["latency_bounded_msgs_per_s"] == 9500 and result["knee_confirmed"]
-    worse = NoisyPipeline(limit=20000, bound=7000, lucky=10000)
+    worse = NoisyPipeline(20000, 7000, 10000)
     result = e2e.ramp(worse, rates, 30.0, refine=True)  # type: ignore[arg-type]
-    assert result["knees_repeated"] == [10000, 9500, 9000]  # FALLBACK_LEVELS below, no more
+    assert result["knees_repeated"] == [10000, 9500, 9000, 8500]  # FALLBACK_LEVELS below
     assert result["latency_bounded_msgs_per_s"] == 5000 and not result["knee_confirmed"]
+
+
+def test_a_rate_below_the_knee_that_one_ramp_step_passed_is_repeated_too():
+    # 12,500 passed the coarse ramp once and 13,000 a refining step once; the box holds 11,800
+    pipeline = NoisyPipeline(20000, 11800, 12500, 13000)
+    rates = (2000, 5000, 7500, 10000, 12500, 15000)
+    result = e2e.ramp(pipeline, rates, 30.0, refine=True)  # type: ignore[arg-type]
+    assert result["knees_repeated"] == [13000, 12500, 12000, 11500]
+    assert result["latency_bounded_msgs_per_s"] == 11500 and result["knee_confirmed"]
+    assert pipeline.rates()[-7:] == [12500, 12500, 12000, 12000, 11500, 11500, 11500]
 
 
 def test_the_report_names_the_knees_repeated_before_the_headline():
