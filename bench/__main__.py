@@ -1,10 +1,11 @@
 """``python -m bench`` (``make benchmarks``): every stage benchmark and the end-to-end ramp in one
 run, on an isolated stack, into one report.
 
-Order: decode core (pure CPU), storage writer, decode flow vs COPY ceiling vs naive, ingest flow vs
-bare subscriber (1 and 2 processes), simulator vs Mosquitto ceiling (its own private broker), the
-flows' memory under a flood during a Kafka outage (:mod:`bench.memory`), then :mod:`bench.e2e`
-(ramps and decode scaling). Each stage benchmark runs as a subprocess and its JSON
+Order: decode core (pure CPU), the floor under the CPU target (:mod:`bench.floor`), storage
+writer, decode flow vs COPY ceiling vs naive, ingest flow vs bare subscriber (1 and 2 processes),
+simulator vs Mosquitto ceiling (its own private broker), the flows' memory under a flood during a
+Kafka outage (:mod:`bench.memory`), then :mod:`bench.e2e` (ramps and decode scaling). Each stage
+benchmark runs as a subprocess and its JSON
 is read from its output; one that fails is reported as failed and the rest still run.
 
 The isolated stack (``--stack-dir``, default ``/tmp/bench-stack``; ports shifted by
@@ -44,6 +45,8 @@ from bench.report import build_results, write_report
 # name → (module, full-run arguments, quick arguments, timeout in seconds)
 STAGES: dict[str, tuple[str, list[str], list[str], float]] = {
     "decode": ("bench.decode", ["--messages", "50000"], ["--messages", "5000"], 300),
+    # the library calls every message needs, each alone: the floor under the CPU target
+    "floor": ("bench.floor", ["--messages", "30000"], ["--messages", "3000"], 300),
     "store": ("bench.store", ["--rows", "100000"], ["--rows", "10000"], 300),
     "decode_flow": (
         "bench.decode_flow",

@@ -251,6 +251,25 @@ def knee_cpu_section(e2e: dict[str, Any], cpus: int) -> dict[str, Any]:
     }
 
 
+def floor_section(raw: dict | None, ingest: dict | None) -> dict[str, Any]:
+    """The floor under ingest + decode per message (:mod:`bench.floor`'s pieces, plus ingest's
+    MQTT side: ``bench.ingest``'s own client without Kafka) and what the CPU target leaves
+    above it for everything else the flows do. None where either benchmark is missing."""
+    pieces = dict(_get(raw, "pieces_us_per_msg") or {})
+    mqtt = _get(ingest, "ceilings", "own_client_us_per_msg")
+    if pieces and mqtt is not None:
+        pieces["ingest_mqtt"] = mqtt
+    total = round(sum(pieces.values()), 1) if pieces and mqtt is not None else None
+    return {
+        "us_per_msg": pieces,
+        "ingest_plus_decode_us_per_msg": total,
+        "target_us_per_msg": CPU_TARGET_US,
+        "left_for_the_flows_us_per_msg": round(CPU_TARGET_US - total, 1) if total else None,
+        "records_per_msg": _get(raw, "records_per_msg"),
+        "rate_msgs_per_s": _get(raw, "rate_msgs_per_s"),
+    }
+
+
 def scaling_section(ingest: dict, e2e_raw: dict | None, scaling: dict | None) -> dict[str, Any]:
     return {
         "efficiency": _get(e2e_raw, "cpu_per_message", "efficiency") or {},
@@ -463,6 +482,7 @@ def build_results(parts: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]
         | knee_cpu_section(results["e2e"], cpus)
     )
     results["scaling"] = scaling_section(results["ingest"], ok.get("e2e"), scaling)
+    results["floor"] = floor_section(ok.get("floor"), ok.get("ingest"))
     results["targets"] = targets(results)
     results["errors"] = {
         name: part["error"]
@@ -579,6 +599,46 @@ def cpu_per_message_lines(c: dict[str, Any]) -> list[str]:
             f"spread over more messages, so the cores bound end to end near "
             f"**{_fmt(c.get('at_knee_bound_msgs_per_s'))} msg/s** there.",
         ]
+    return lines
+
+
+FLOOR_PIECES = {
+    "ingest_mqtt": "ingest: its MQTT side (the flow minus Kafka, `bench.ingest`'s own client)",
+    "raw_produce": "ingest: the raw record with its four headers, produced",
+    "raw_consume": "decode: the raw record read back and made a raw message",
+    "decoding": "decode: decoding (`decode_message`)",
+    "decoded_produce": "decode: each reading and event encoded and produced",
+    "worker_idle": "decode: an idle Bytewax worker's wake-ups",
+}
+
+
+def floor_lines(f: dict[str, Any]) -> list[str]:
+    """The floor under the CPU target: its pieces, their sum and what the target leaves."""
+    pieces = f.get("us_per_msg") or {}
+    if not f.get("ingest_plus_decode_us_per_msg"):
+        return []
+    lines = [
+        "",
+        "## The floor under ingest + decode",
+        "",
+        "The library calls every message needs, each timed alone (`bench.floor`, per message of "
+        f"the decode mix, {_fmt(f.get('records_per_msg'))} readings or events each; the "
+        f"idle worker at {_fmt(f.get('rate_msgs_per_s'))} msg/s). Storage, the flows' Bytewax "
+        "steps, rows and recovery snapshots are left out, so the sum is a floor.",
+        "",
+        "| piece | µs/msg |",
+        "|---|---|",
+    ]
+    for name, what in FLOOR_PIECES.items():
+        if name in pieces:
+            lines.append(f"| {what} | {_fmt(pieces[name])} |")
+    left = f.get("left_for_the_flows_us_per_msg")
+    lines += [
+        f"| **floor** | **{_fmt(f['ingest_plus_decode_us_per_msg'])}** |",
+        "",
+        f"The target of {_fmt(f.get('target_us_per_msg'))} µs/msg leaves "
+        f"**{_fmt(left)} µs** per message for everything else ingest and decode do.",
+    ]
     return lines
 
 
@@ -788,6 +848,7 @@ def render_markdown(results: dict[str, Any], plots: list[Path]) -> str:
         for role, cores in sorted(c["cores"].items(), key=lambda kv: -kv[1]):
             lines.append(f"| {role} | {cores:.2f} | {_fmt(c['share'].get(role), 'share')} |")
     lines += cpu_per_message_lines(c)
+    lines += floor_lines(r.get("floor") or {})
     lines += wait_lines(e)
     lines += fleet_lines(r.get("fleet"))
     if plots:

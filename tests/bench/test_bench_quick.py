@@ -425,3 +425,36 @@ def test_without_cpu_figures_at_the_knee_the_report_states_no_bound_there():
     results = build_results(parts(), META)
     assert results["cpu"]["at_knee_bound_msgs_per_s"] is None
     assert "At the latency-bounded rate" not in render_markdown(results, [])
+
+
+FLOOR = {
+    "rate_msgs_per_s": 5000,
+    "records_per_msg": 2.5,
+    "pieces_us_per_msg": {
+        "raw_produce": 5.0,
+        "raw_consume": 10.0,
+        "decoding": 10.0,
+        "decoded_produce": 10.0,
+        "worker_idle": 3.0,
+    },
+}
+
+
+def test_the_floor_adds_ingests_mqtt_side_to_the_pieces_and_states_what_the_target_leaves():
+    raw = parts() | {"floor": FLOOR}
+    raw["ingest"]["ceilings"] = {"own_client_us_per_msg": 22.5}
+    results = build_results(raw, META)
+    floor = results["floor"]
+    assert floor["us_per_msg"]["ingest_mqtt"] == 22.5
+    assert floor["ingest_plus_decode_us_per_msg"] == 60.5
+    assert floor["left_for_the_flows_us_per_msg"] == -0.5
+    text = render_markdown(results, [])
+    assert "| **floor** | **60.50** |" in text
+    assert "leaves **-0.50 µs** per message" in text
+
+
+def test_without_ingests_own_client_there_is_no_floor_sum():
+    results = build_results(parts() | {"floor": FLOOR}, META)
+    assert results["floor"]["ingest_plus_decode_us_per_msg"] is None
+    assert results["floor"]["left_for_the_flows_us_per_msg"] is None
+    assert "The floor under" not in render_markdown(results, [])
