@@ -35,8 +35,12 @@ receive maximum, logged in as the pipeline's MQTT user (TLS as configured):
 
 Each result carries ``cpu_us_per_msg``: CPU time of the consumer process(es) between the first
 receipt and the completion (``mosquitto_sub``: their whole lives), per message (less sensitive
-than rates to a busy machine). The Bytewax runs also carry ``receive_rate``: messages / (time
-every message had been received − first receipt), without the last epoch's wait. With a local
+than rates to a busy machine). A Bytewax run sees its first receipt when a scrape of its metrics
+(every 50 ms) first counts one, by which time a fast drain may have received thousands: its rate
+and CPU are taken over the messages received after that scrape (``timed_messages``), not over
+all of them (the earlier ones' acks fall in the window: a slight overestimate). The Bytewax runs
+also carry ``receive_rate``: those messages / (time every message had been received − first
+receipt), without the last epoch's wait. With a local
 broker (its pid file in the stack), each result carries ``broker_us_per_msg``: Mosquitto's CPU
 per message while that configuration drained, and ``broker_cores_at_rate``: that × the rate, the
 share of one core the broker needs at that rate (Mosquitto is one thread: near 1.0, the broker
@@ -395,6 +399,7 @@ def flow(env: dict[str, str], count: int, processes: int, target: str = INGEST_F
         )
     first = received_all = last = 0.0
     cpu = 0.0
+    before = 0  # messages already received when the first receipt was seen (untimed)
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     try:
         while time.monotonic() < deadline:
@@ -403,7 +408,7 @@ def flow(env: dict[str, str], count: int, processes: int, target: str = INGEST_F
             acked = sum(t[1] for t in totals)
             now = time.monotonic()
             if received and not first:
-                first = now
+                first, before = now, round(received)
                 cpu = -sum(cpu_seconds(child.pid) for child in children)
             if received >= count and not received_all:
                 received_all = now
@@ -422,12 +427,32 @@ def flow(env: dict[str, str], count: int, processes: int, target: str = INGEST_F
                 child.wait(15)
             except subprocess.TimeoutExpired:
                 child.kill()
+    return {**timed_drain(count, before, (first, received_all, last), cpu), "processes": processes}
+
+
+def timed_drain(
+    count: int, before: int, times: tuple[float, float, float], cpu: float
+) -> dict[str, object]:
+    """A Bytewax drain of ``count`` messages timed from the scrape that first saw a receipt, when
+    ``before`` had been received: rates and CPU (``cpu`` seconds from then to the completion)
+    over the ``count - before`` messages received since. ``times``: (that scrape, every message
+    received, every message acked); a drain that never completed (acked 0) is untimed."""
+    first, received_all, last = times
+    if not last:
+        return {
+            "messages": 0,
+            "timed_messages": 0,
+            "rate": 0.0,
+            "receive_rate": 0,
+            "cpu_us_per_msg": None,
+        }
+    timed = max(count - before, 1)
     return {
-        "messages": count if last else 0,
-        "rate": drain_rate(count, first, last) if last else 0.0,
-        "receive_rate": round(drain_rate(count, first, received_all)) if last else 0,
-        "processes": processes,
-        "cpu_us_per_msg": round(cpu * 1e6 / count, 1) if last else None,
+        "messages": count,
+        "timed_messages": timed,
+        "rate": drain_rate(timed, first, last),
+        "receive_rate": round(drain_rate(timed, first, received_all)),
+        "cpu_us_per_msg": round(cpu * 1e6 / timed, 1),
     }
 
 

@@ -25,6 +25,7 @@ from bench.ingest import (
     receipt_ns,
     receipts_span,
     summarize,
+    timed_drain,
 )
 from connectors.mqtt_source import MqttSourceSettings
 
@@ -174,3 +175,17 @@ def test_drop_sink_takes_every_batch() -> None:
     flow = Dataflow("drop")
     op.output("drop", op.input("in", flow, TestingSource(range(10), batch_size=3)), DropSink())
     run_main(flow)
+
+
+def test_a_drain_first_seen_late_is_timed_over_the_messages_received_since() -> None:
+    # the first scrape counted 30,000 of 40,000: 10,000 in 0.5 s, 0.2 CPU seconds
+    result = timed_drain(40_000, 30_000, (10.0, 10.25, 10.5), 0.2)
+    assert result["timed_messages"] == 10_000
+    assert result["rate"] == 20_000.0
+    assert result["receive_rate"] == 40_000
+    assert result["cpu_us_per_msg"] == 20.0
+
+
+def test_a_drain_that_never_completed_is_untimed() -> None:
+    result = timed_drain(40_000, 5, (10.0, 0.0, 0.0), 0.0)
+    assert result["messages"] == 0 and result["cpu_us_per_msg"] is None
