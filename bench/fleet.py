@@ -100,6 +100,7 @@ from ops.health.flow_metrics import Scrape, buckets, quantile_of, share_at_or_be
 from ops.stack import flows
 from ops.stack.local import Stack
 from ops.stack.procs import port_open, wait_until
+from ops.stack.supervisor import stop_child
 from schemas.settings import (
     DEFAULT_FLOW_PORTS,
     DEFAULT_HEALTH_PORT,
@@ -269,15 +270,8 @@ class FlowProcess:
     def stop(self) -> None:
         """SIGINT (a clean stop), SIGKILL after 20 s."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            stop_child(proc, 20)
 
 
 # Databases and Redis -----------------------------------------------------------------------------

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -58,6 +57,7 @@ from bench.ingest import DropSink
 from connectors.kafka_config import client_config
 from connectors.kafka_source import raw_message
 from ops.stack.local import create_topics
+from ops.stack.supervisor import stop_child
 from schemas.decode import decode_message
 from schemas.records import DecodeError, RawMessage
 from schemas.settings import Config, child_environment, load_config
@@ -111,12 +111,7 @@ def worker_idle_cores(seconds: float = IDLE_S) -> float:
             raise RuntimeError("the idle Bytewax worker exited")
         return (after[1] - before[1]) / seconds
     finally:
-        child.send_signal(signal.SIGINT)
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        stop_child(child, 10)
 
 
 # The Kafka calls and the decoding -----------------------------------------------------------------

@@ -59,12 +59,13 @@ def wait_child(child: subprocess.Popen, stop: threading.Event) -> int:
     return child.wait()
 
 
-def stop_child(child: subprocess.Popen) -> None:
-    """SIGINT (Bytewax and the health server exit cleanly on it), SIGKILL after a timeout."""
+def stop_child(child: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGINT (Bytewax and the health server exit cleanly on it), SIGKILL after ``timeout_s``;
+    reaped either way."""
     with contextlib.suppress(ProcessLookupError):
         child.send_signal(signal.SIGINT)
     try:
-        child.wait(STOP_TIMEOUT_S)
+        child.wait(timeout_s)
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
