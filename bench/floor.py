@@ -53,6 +53,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.common import ROOT, proc_stat
 from bench.decode import build_fleet, build_mix
+from bench.e2e import CPU_RATE
 from bench.ingest import DropSink
 from connectors.kafka_config import client_config
 from connectors.kafka_source import raw_message
@@ -65,9 +66,9 @@ from schemas.topics import mac_from_topic
 from schemas.wire import KafkaRecord, decoded_json, raw_record, topic_header
 
 RESULTS = Path(__file__).resolve().parent / "results" / "floor.json"
-RATE = 5000
-"""The fixed rate of the CPU target (``bench.e2e.CPU_RATE``): the worker's idle cost is per second,
-so per message it depends on the rate."""
+RATE = CPU_RATE
+"""The fixed rate of the CPU target: the worker's idle cost is per second, so per message it
+depends on the rate."""
 IDLE_S = 5.0
 ROUNDS = 3
 CONTROLLERS = 200
