@@ -35,7 +35,7 @@ at ×2, per flow): a second process that costs no extra CPU per message would sc
 machine even where this box is full (:func:`cpu_per_message`).
 
 Latency: from the decode flow's ``f2_e2e_latency_seconds{since="device"}`` histogram (device
-timestamp → database commit; at most 200 evenly spaced samples per flush), scraped before and
+timestamp → database commit; one stored message in 4), scraped before and
 after each step; p50/p95/p99 are interpolated inside its buckets like Prometheus's
 ``histogram_quantile``, and the share ≤ 1 s is exact (1 s is a bucket bound).
 

@@ -10,7 +10,7 @@ label or field, so that a row the database refuses is dead-lettered with its ori
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -98,6 +98,9 @@ class EventRow(msgspec.Struct, frozen=True, gc=False):
 
 Row = ReadingRow | EventRow
 
+Mark = tuple[datetime, int]
+"""A stored message's device time and receive time (epoch ms), for the latency histograms."""
+
 
 class Rejected(msgspec.Struct, frozen=True, gc=False):
     """A row the database refused (``store_rejected``): its message, label or field, and why."""
@@ -112,8 +115,8 @@ class RowBatch(msgspec.Struct, gc=False):
     """Rows decoded from one or more source batches, plus what the writer does with them.
 
     ``entries`` are registry entries loaded while decoding these rows (the writer upserts them into
-    the dimension tables); ``marks`` hold one ``(device time, receive time)`` pair in epoch seconds
-    per stored message, for the end-to-end latency histograms; ``payload_bytes`` is the size of
+    the dimension tables); ``marks`` hold one :func:`mark` per stored message, for the end-to-end
+    latency histograms; ``payload_bytes`` is the size of
     the payloads the rows keep alive (each message once), so a batch of big messages is bounded
     by bytes as well as rows.
     """
@@ -121,7 +124,7 @@ class RowBatch(msgspec.Struct, gc=False):
     readings: list[ReadingRow] = msgspec.field(default_factory=list)
     events: list[EventRow] = msgspec.field(default_factory=list)
     entries: list[ControllerEntry] = msgspec.field(default_factory=list)
-    marks: list[tuple[float, float]] = msgspec.field(default_factory=list)
+    marks: list[Mark] = msgspec.field(default_factory=list)
     payload_bytes: int = 0
 
     def __len__(self) -> int:
@@ -168,9 +171,18 @@ def event_row(event: Event, raw: RawMessage) -> EventRow:
     )
 
 
-def mark(time: datetime, raw: RawMessage) -> tuple[float, float]:
-    """The latency mark of one stored message: device time and receive time, epoch seconds."""
-    return (time.timestamp(), raw.received_at_ms / 1000.0)
+def mark(time: datetime, raw: RawMessage) -> Mark:
+    """The latency mark of one stored message: its device time and receive time as they are.
+
+    Kept unconverted: every stored message has one, and the writer observes only a sample of
+    them (:func:`mark_seconds` converts those).
+    """
+    return (time, raw.received_at_ms)
+
+
+def mark_seconds(m: Mark) -> tuple[float, float]:
+    """Device time and receive time of a :func:`mark`, epoch seconds (receive time 0: unknown)."""
+    return (m[0].timestamp(), m[1] / 1000.0)
 
 
 class _Pending(msgspec.Struct, array_like=True, gc=False):
@@ -183,7 +195,8 @@ class _Pending(msgspec.Struct, array_like=True, gc=False):
         tuple[datetime, int, str, str, str, str, bool | None, float | None, str | None, int, int]
     ]
     entries: list[ControllerEntry]
-    marks: list[tuple[float, float]]
+    marks: list[tuple[datetime | float, int | float]]
+    """:func:`mark` values; snapshots written before 2026-12-08 hold epoch seconds, both floats."""
     payload_bytes: int = 0
 
 
@@ -218,6 +231,11 @@ def pending_bytes(batch: RowBatch) -> bytes:
     )
 
 
+def _seconds_mark(device_s: float, receive_s: float) -> Mark:
+    """A mark saved as epoch seconds by an earlier version."""
+    return (datetime.fromtimestamp(device_s, UTC), round(receive_s * 1000))
+
+
 def pending_rows(data: bytes) -> RowBatch:
     """The :class:`RowBatch` :func:`pending_bytes` saved."""
     saved = _PENDING_DECODER.decode(data)
@@ -229,6 +247,6 @@ def pending_rows(data: bytes) -> RowBatch:
         ],
         events=[EventRow(*row[:-1], raws[row[-1]]) for row in saved.events],
         entries=saved.entries,
-        marks=saved.marks,
+        marks=[m if type(m[0]) is datetime else _seconds_mark(*m) for m in saved.marks],
         payload_bytes=saved.payload_bytes,
     )

@@ -6,6 +6,7 @@ import threading
 from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 from bytewax.operators import StatefulLogic
 
 from connectors.store_rows import (
@@ -14,6 +15,7 @@ from connectors.store_rows import (
     RowBatch,
     event_row,
     mark,
+    mark_seconds,
     pending_bytes,
     pending_rows,
     reading_row,
@@ -21,9 +23,11 @@ from connectors.store_rows import (
 from connectors.timeseries_writer import (
     BATCH_PAYLOAD_BYTES,
     BUFFER_LIMIT,
+    LATENCY_STRIDE,
     StoreBatcher,
     StoreSettings,
     dimension_rows,
+    sample_marks,
 )
 from schemas.records import ControllerEntry, DataPointDef, Event, RawMessage, Reading, SensorEntry
 
@@ -237,7 +241,23 @@ def test_event_row_puts_the_value_in_the_column_of_its_type():
 
 
 def test_latency_mark_is_device_and_receive_time():
-    assert mark(T0, RAW) == (T0.timestamp(), 1000.5)
+    assert mark(T0, RAW) == (T0, 1000500)
+    assert mark_seconds(mark(T0, RAW)) == (T0.timestamp(), 1000.5)
+
+
+def test_latency_samples_every_fourth_message_across_writes():
+    marks = [(T0, n) for n in range(10)]
+    first, phase = sample_marks(marks[:6], 0)
+    second, phase = sample_marks(marks[6:], phase)
+    received = [round(r * 1000) for _, r in first + second]
+    assert received == list(range(0, 10, LATENCY_STRIDE))
+    assert phase == (-10) % LATENCY_STRIDE
+    assert sample_marks([], 3) == ([], 3)
+
+
+def test_snapshot_marks_of_an_earlier_version_read_as_marks():
+    saved = msgspec.msgpack.encode([[RAW], [], [], [], [[T0.timestamp(), 1000.5]], 0])
+    assert pending_rows(saved).marks == [(T0, 1000500)]
 
 
 def test_dimension_rows_keep_the_newest_entry_per_controller():
