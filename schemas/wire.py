@@ -22,7 +22,7 @@ Pure: no I/O, no Kafka client.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 import msgspec
@@ -116,15 +116,86 @@ def raw_message(
     headers): ``received_at`` falls back to the record's Kafka timestamp ``timestamp_ms``; a
     missing QoS reads as 1. ``topic_text`` decodes the ``mqtt_topic`` header (callers on the hot
     path pass a cached decoder)."""
-    received = _int(headers.get(RECEIVED_AT), timestamp_ms)
-    qos_text = headers.get(MQTT_QOS)
+    return _raw_message(
+        headers.get(MQTT_TOPIC),
+        headers.get(MQTT_QOS),
+        headers.get(MQTT_RETAIN),
+        headers.get(RECEIVED_AT),
+        value,
+        timestamp_ms,
+        source_topic,
+        source_partition,
+        source_offset,
+        topic_text,
+    )
+
+
+def raw_message_of_list(
+    headers: Sequence[tuple[str, bytes | None]] | None,
+    value: bytes | None,
+    timestamp_ms: int,
+    source_topic: str,
+    source_partition: int,
+    source_offset: int,
+    topic_text: Callable[[bytes], str] = _topic_text,
+) -> RawMessage:
+    """:func:`raw_message` of a header list as a Kafka client returns it (None: no headers).
+
+    The same message as ``raw_message(dict(headers), ...)`` for every list (the last of repeated
+    names counts); a list in :func:`raw_record`'s order, what ingest writes, is read in place
+    without building the dict (the decode flow's source does this for every record).
+    """
+    if headers is not None and len(headers) == 4:
+        (n_topic, topic), (n_qos, qos), (n_retain, retain), (n_received, received) = headers
+        if (
+            n_topic == MQTT_TOPIC
+            and n_qos == MQTT_QOS
+            and n_retain == MQTT_RETAIN
+            and n_received == RECEIVED_AT
+        ):
+            return _raw_message(
+                topic,
+                qos,
+                retain,
+                received,
+                value,
+                timestamp_ms,
+                source_topic,
+                source_partition,
+                source_offset,
+                topic_text,
+            )
+    return raw_message(
+        dict(headers or ()),  # type: ignore[arg-type]
+        value,
+        timestamp_ms,
+        source_topic,
+        source_partition,
+        source_offset,
+        topic_text,
+    )
+
+
+def _raw_message(
+    mqtt_topic: bytes | None,
+    qos_text: bytes | None,
+    retain: bytes | None,
+    received_at: bytes | None,
+    value: bytes | None,
+    timestamp_ms: int,
+    source_topic: str,
+    source_partition: int,
+    source_offset: int,
+    topic_text: Callable[[bytes], str],
+) -> RawMessage:
+    received = _int(received_at, timestamp_ms)
     qos = _QOS.get(qos_text) if qos_text is not None else 1  # type: ignore[arg-type]
     return RawMessage(
-        topic_text(headers.get(MQTT_TOPIC) or b""),
+        topic_text(mqtt_topic or b""),
         value or b"",
         received if received > 0 else 0,
         _int(qos_text, 1) if qos is None else qos,
-        headers.get(MQTT_RETAIN) in _TRUE,
+        retain in _TRUE,
         source_topic,
         source_partition,
         source_offset,

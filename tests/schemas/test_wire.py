@@ -18,6 +18,7 @@ from schemas.wire import (
     dead_letter,
     decoded_json,
     raw_message,
+    raw_message_of_list,
     raw_record,
     result_json,
     truncated,
@@ -66,6 +67,29 @@ def test_a_raw_record_reads_back_as_the_message_it_was_made_from(raw: RawMessage
     )
     assert back == expected
     assert [name for name, _ in record.headers] == DEAD_LETTER_HEADERS[:4]
+
+
+_RAW_NAMES = ["mqtt_topic", "mqtt_qos", "mqtt_retain", "received_at", "other"]
+header_lists = st.one_of(
+    st.none(),
+    st.lists(
+        st.tuples(
+            st.sampled_from(_RAW_NAMES),
+            st.one_of(st.none(), st.binary(max_size=12), st.sampled_from([b"0", b"1", b"2"])),
+        ),
+        max_size=6,
+    ),
+)
+
+
+@given(messages, header_lists)
+def test_a_header_list_reads_as_its_dict_would(raw: RawMessage, headers: list | None) -> None:
+    in_order = raw_record(raw, "raw_iot_data", b"key").headers
+    for listed in (in_order, headers):
+        by_name = dict(listed or ())
+        assert raw_message_of_list(listed, b"v", 5, "t", 1, 2) == raw_message(
+            by_name, b"v", 5, "t", 1, 2
+        )
 
 
 def test_missing_or_broken_headers_fall_back() -> None:
