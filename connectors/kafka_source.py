@@ -16,7 +16,7 @@ or ``F2_DECODE_GAP_WAIT_MS`` has passed (``"skipped"``); the records past the ga
 Apache Kafka has gaps only on compacted or transactional topics; the local broker can make a later
 batch readable before an earlier one (docs/ARCHITECTURE.md, D11).
 
-A record becomes a :class:`RawMessage` through :func:`schemas.wire.raw_message_of_list` (the
+A record becomes a :class:`RawMessage` through :func:`schemas.wire.raw_message` (the
 headers ingest wrote; ``received_at`` falls back to the Kafka record timestamp).
 """
 
@@ -37,7 +37,7 @@ from connectors.consumer_lag import LagReporter
 from connectors.kafka_config import client_config
 from schemas.caches import ByteBoundedCache
 from schemas.records import RawMessage
-from schemas.wire import raw_message_of_list
+from schemas.wire import raw_message as wire_raw_message
 
 log = logging.getLogger("f2.decode")
 
@@ -83,7 +83,7 @@ def _topic_text(mqtt_topic: bytes) -> str:
 
 def raw_message(msg: Message, topic: str, partition: int) -> RawMessage:
     """A consumed raw-topic record as a :class:`RawMessage` (:func:`schemas.wire.raw_message`)."""
-    return raw_message_of_list(
+    return wire_raw_message(
         msg.headers(),
         msg.value(),
         msg.timestamp()[1],

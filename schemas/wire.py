@@ -104,7 +104,7 @@ def _int(value: bytes | None, default: int) -> int:
 
 
 def raw_message(
-    headers: Mapping[str, bytes],
+    headers: Mapping[str, bytes | None] | Sequence[tuple[str, bytes | None]] | None,
     value: bytes | None,
     timestamp_ms: int,
     source_topic: str,
@@ -115,83 +115,30 @@ def raw_message(
     """The :class:`RawMessage` of a raw record (or of a dead letter, which carries the same
     headers): ``received_at`` falls back to the record's Kafka timestamp ``timestamp_ms``; a
     missing QoS reads as 1. ``topic_text`` decodes the ``mqtt_topic`` header (callers on the hot
-    path pass a cached decoder)."""
-    return _raw_message(
-        headers.get(MQTT_TOPIC),
-        headers.get(MQTT_QOS),
-        headers.get(MQTT_RETAIN),
-        headers.get(RECEIVED_AT),
-        value,
-        timestamp_ms,
-        source_topic,
-        source_partition,
-        source_offset,
-        topic_text,
-    )
+    path pass a cached decoder).
 
-
-def raw_message_of_list(
-    headers: Sequence[tuple[str, bytes | None]] | None,
-    value: bytes | None,
-    timestamp_ms: int,
-    source_topic: str,
-    source_partition: int,
-    source_offset: int,
-    topic_text: Callable[[bytes], str] = _topic_text,
-) -> RawMessage:
-    """:func:`raw_message` of a header list as a Kafka client returns it (None: no headers).
-
-    The same message as ``raw_message(dict(headers), ...)`` for every list (the last of repeated
-    names counts); a list in :func:`raw_record`'s order, what ingest writes, is read in place
-    without building the dict (the decode flow's source does this for every record).
+    ``headers`` by name, or as the list of pairs a Kafka client returns (the last of repeated
+    names counts, as in a ``dict``; None: no headers). A list in :func:`raw_record`'s order, what
+    ingest writes, is read in place without building a dict: the decode flow's source does this
+    for every record.
     """
-    if headers is not None and len(headers) == 4:
-        (n_topic, topic), (n_qos, qos), (n_retain, retain), (n_received, received) = headers
-        if (
+    if type(headers) is list and len(headers) == 4:
+        (n_topic, topic), (n_qos, qos_text), (n_retain, retain), (n_received, received_at) = headers
+        if not (
             n_topic == MQTT_TOPIC
             and n_qos == MQTT_QOS
             and n_retain == MQTT_RETAIN
             and n_received == RECEIVED_AT
         ):
-            return _raw_message(
-                topic,
-                qos,
-                retain,
-                received,
-                value,
-                timestamp_ms,
-                source_topic,
-                source_partition,
-                source_offset,
-                topic_text,
-            )
-    return raw_message(
-        dict(headers or ()),  # type: ignore[arg-type]
-        value,
-        timestamp_ms,
-        source_topic,
-        source_partition,
-        source_offset,
-        topic_text,
-    )
-
-
-def _raw_message(
-    mqtt_topic: bytes | None,
-    qos_text: bytes | None,
-    retain: bytes | None,
-    received_at: bytes | None,
-    value: bytes | None,
-    timestamp_ms: int,
-    source_topic: str,
-    source_partition: int,
-    source_offset: int,
-    topic_text: Callable[[bytes], str],
-) -> RawMessage:
+            topic, qos_text, retain, received_at = _raw_headers(dict(headers))
+    elif type(headers) is dict or isinstance(headers, Mapping):
+        topic, qos_text, retain, received_at = _raw_headers(headers)
+    else:
+        topic, qos_text, retain, received_at = _raw_headers(dict(headers or ()))
     received = _int(received_at, timestamp_ms)
     qos = _QOS.get(qos_text) if qos_text is not None else 1  # type: ignore[arg-type]
     return RawMessage(
-        topic_text(mqtt_topic or b""),
+        topic_text(topic or b""),
         value or b"",
         received if received > 0 else 0,
         _int(qos_text, 1) if qos is None else qos,
@@ -199,6 +146,16 @@ def _raw_message(
         source_topic,
         source_partition,
         source_offset,
+    )
+
+
+def _raw_headers(headers: Mapping[str, bytes | None]) -> tuple[bytes | None, ...]:
+    """The values of the four raw headers, in :func:`raw_record`'s order (None where missing)."""
+    return (
+        headers.get(MQTT_TOPIC),
+        headers.get(MQTT_QOS),
+        headers.get(MQTT_RETAIN),
+        headers.get(RECEIVED_AT),
     )
 
 

@@ -18,7 +18,6 @@ from schemas.wire import (
     dead_letter,
     decoded_json,
     raw_message,
-    raw_message_of_list,
     raw_record,
     result_json,
     truncated,
@@ -87,9 +86,7 @@ def test_a_header_list_reads_as_its_dict_would(raw: RawMessage, headers: list | 
     in_order = raw_record(raw, "raw_iot_data", b"key").headers
     for listed in (in_order, headers):
         by_name = dict(listed or ())
-        assert raw_message_of_list(listed, b"v", 5, "t", 1, 2) == raw_message(
-            by_name, b"v", 5, "t", 1, 2
-        )
+        assert raw_message(listed, b"v", 5, "t", 1, 2) == raw_message(by_name, b"v", 5, "t", 1, 2)
 
 
 def test_missing_or_broken_headers_fall_back() -> None:
