@@ -16,8 +16,8 @@ or ``F2_DECODE_GAP_WAIT_MS`` has passed (``"skipped"``); the records past the ga
 Apache Kafka has gaps only on compacted or transactional topics; the local broker can make a later
 batch readable before an earlier one (docs/ARCHITECTURE.md, D11).
 
-A record becomes a :class:`RawMessage` through :func:`schemas.wire.raw_message` (the
-headers ingest wrote; ``received_at`` falls back to the Kafka record timestamp).
+A record becomes a :class:`RawMessage` through :func:`schemas.wire.raw_message` (the headers ingest
+wrote, read in place; ``received_at`` falls back to the Kafka record timestamp).
 """
 
 from __future__ import annotations

@@ -116,9 +116,8 @@ class RowBatch(msgspec.Struct, gc=False):
 
     ``entries`` are registry entries loaded while decoding these rows (the writer upserts them into
     the dimension tables); ``marks`` hold one :func:`mark` per stored message, for the end-to-end
-    latency histograms; ``payload_bytes`` is the size of
-    the payloads the rows keep alive (each message once), so a batch of big messages is bounded
-    by bytes as well as rows.
+    latency histograms; ``payload_bytes`` is the size of the payloads the rows keep alive (each
+    message once), so a batch of big messages is bounded by bytes as well as rows.
     """
 
     readings: list[ReadingRow] = msgspec.field(default_factory=list)
